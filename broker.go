@@ -1,0 +1,65 @@
+package notify
+
+import (
+	"context"
+	"errors"
+)
+
+// Broker carries messages from Broadcast to every Registry that shares it,
+// assigns their sequence numbers and keeps the history that resuming
+// clients replay. [MemoryBroker] serves one process; the nested module
+// github.com/wsnotify/notify/redisbroker serves many nodes.
+//
+// A Broker must keep this contract, which the Registry relies on for exact
+// resume:
+//
+//   - Publish gives each non-raw message the next sequence number of one
+//     global order (1, 2, 3, … within an epoch) and retains it for History.
+//     Raw messages (NotifyText) get seq 0, are delivered but never retained.
+//   - Every subscriber receives every message published after it subscribed,
+//     exactly once and in seq order, on one goroutine at a time. Delivery
+//     must not block on clients; the Registry's deliver function never does.
+//   - History(after, upto) returns the retained messages with
+//     after < seq <= upto in order. If some of them are no longer retained it
+//     returns the ones that are together with an error wrapping
+//     [ErrHistoryGap].
+//   - The epoch changes whenever history is lost (a restarted in-memory
+//     broker, a flushed Redis), so that sequence numbers from another epoch
+//     are never mistaken for this one's.
+//
+// Methods may be called concurrently.
+type Broker interface {
+	// Publish appends m to the stream (m.Seq is ignored) and returns the seq
+	// it was given.
+	Publish(ctx context.Context, m Message) (seq uint64, err error)
+
+	// Subscribe starts delivering messages to deliver and returns the
+	// position just before the first message it will deliver. cancel stops
+	// delivery; deliver is not called after cancel returns.
+	Subscribe(ctx context.Context, deliver func(Message)) (pos Position, cancel func(), err error)
+
+	// History returns retained messages with after < seq <= upto.
+	History(ctx context.Context, after, upto uint64) ([]Message, error)
+}
+
+// Message is a notification as a [Broker] carries it: the encoded body
+// plus what the Registry needs to route it.
+type Message struct {
+	Seq    uint64 // assigned by Publish; 0 for raw messages
+	Topic  string // empty: every connection
+	User   string // if set, only this user's connections
+	Client string // if set, only the connection with this ID
+	Raw    bool   // Body is sent as is (NotifyText), not retained
+	Body   []byte // JSON object without seq, or raw text; never modified after Publish
+}
+
+// Position names a point in a broker's stream: the epoch and the last seq.
+// Clients resume from a Position with ?since=Seq&epoch=Epoch.
+type Position struct {
+	Epoch string `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+}
+
+// ErrHistoryGap is wrapped by [Broker.History] when part of the requested
+// range is no longer retained.
+var ErrHistoryGap = errors.New("notify: history no longer retained")

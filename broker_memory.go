@@ -1,0 +1,134 @@
+package notify
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// MemoryBroker is the default [Broker]: one process, sequence numbers and a
+// bounded history held in memory. Its epoch is random, so clients of a
+// restarted process are told about the gap instead of misreading old
+// sequence numbers. It is safe for concurrent use.
+type MemoryBroker struct {
+	opts  MemoryBrokerOptions
+	epoch string
+	now   func() time.Time
+
+	mu      sync.Mutex
+	seq     uint64
+	history []retained // oldest first, trimmed by count and age
+	subs    map[int]func(Message)
+	nextSub int
+}
+
+// MemoryBrokerOptions bounds a [MemoryBroker]'s history. A zero value
+// consists entirely of defaults.
+type MemoryBrokerOptions struct {
+	// HistoryLength is the most messages retained. Default 1,000.
+	HistoryLength int
+
+	// HistoryAge is the longest a message is retained. Default 10 minutes.
+	HistoryAge time.Duration
+}
+
+type retained struct {
+	msg Message
+	at  time.Time
+}
+
+var _ Broker = (*MemoryBroker)(nil)
+
+// NewMemoryBroker returns an empty broker with a fresh epoch. If opts is nil,
+// the default options are used.
+func NewMemoryBroker(opts *MemoryBrokerOptions) *MemoryBroker {
+	var o MemoryBrokerOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.HistoryLength <= 0 {
+		o.HistoryLength = 1000
+	}
+	if o.HistoryAge <= 0 {
+		o.HistoryAge = 10 * time.Minute
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
+	return &MemoryBroker{opts: o, epoch: hex.EncodeToString(id[:]), now: time.Now, subs: map[int]func(Message){}}
+}
+
+// Publish assigns m the next seq, retains it and hands it to every
+// subscriber before returning. Subscribers receive messages in seq order
+// because delivery happens under the broker's lock.
+func (b *MemoryBroker) Publish(ctx context.Context, m Message) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m.Seq = 0
+	if !m.Raw {
+		b.seq++
+		m.Seq = b.seq
+		now := b.now()
+		b.trim(now)
+		if len(b.history) == b.opts.HistoryLength {
+			b.history[0] = retained{}
+			b.history = b.history[1:] // append reallocates, and so compacts, once capacity runs out
+		}
+		b.history = append(b.history, retained{m, now})
+	}
+	for _, deliver := range b.subs {
+		deliver(m)
+	}
+	return m.Seq, nil
+}
+
+// trim drops messages older than HistoryAge.
+func (b *MemoryBroker) trim(now time.Time) {
+	cut := 0
+	for cut < len(b.history) && now.Sub(b.history[cut].at) > b.opts.HistoryAge {
+		cut++
+	}
+	clear(b.history[:cut])
+	b.history = b.history[cut:]
+}
+
+// Subscribe implements [Broker].
+func (b *MemoryBroker) Subscribe(ctx context.Context, deliver func(Message)) (Position, func(), error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id := b.nextSub
+	b.nextSub++
+	b.subs[id] = deliver
+	cancel := func() {
+		b.mu.Lock()
+		delete(b.subs, id)
+		b.mu.Unlock()
+	}
+	return Position{Epoch: b.epoch, Seq: b.seq}, cancel, nil
+}
+
+// History implements [Broker].
+func (b *MemoryBroker) History(ctx context.Context, after, upto uint64) ([]Message, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.trim(b.now())
+	var out []Message
+	oldest := b.seq + 1
+	if len(b.history) > 0 {
+		oldest = b.history[0].msg.Seq
+	}
+	for _, r := range b.history {
+		if r.msg.Seq > after && r.msg.Seq <= upto {
+			out = append(out, r.msg)
+		}
+	}
+	if after+1 < oldest && after < upto {
+		return out, fmt.Errorf("%w: oldest retained seq is %d, asked for %d", ErrHistoryGap, oldest, after+1)
+	}
+	return out, nil
+}

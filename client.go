@@ -1,0 +1,354 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Client is one registered connection, as the hooks in [Options] see it.
+// Its methods are safe for concurrent use.
+type Client struct {
+	r      *Registry
+	conn   *websocket.Conn
+	id     string
+	ident  Identity
+	remote string
+	topics map[string]struct{} // guarded by r.mu
+	cancel context.CancelFunc  // drops the connection without a handshake
+
+	mu          sync.Mutex
+	queue       []item
+	spare       []item // the previous batch, reused to avoid allocation
+	queuedBytes int
+	writing     bool  // a writer goroutine is running
+	held        bool  // resume replay pending: queue, but do not write yet
+	closing     bool  // no more messages are accepted
+	dead        bool  // nothing more is written
+	closeBegun  bool  // a close handshake has been started
+	pingQueued  bool  // a ping waits in the queue or is in flight
+	err         error // why the library closed the connection; nil for going away
+
+	writeStart atomic.Int64 // UnixNano when the current write began, 0 when idle
+	nextPing   atomic.Int64 // UnixNano when the next ping is due
+	writers    sync.WaitGroup
+}
+
+type itemKind uint8
+
+const (
+	itemMessage itemKind = iota
+	itemControl          // a reserved message to this client only, not counted against QueueLength
+	itemPing
+	itemClose // close with 1001 once everything before it is written
+)
+
+type item struct {
+	b    []byte
+	kind itemKind
+}
+
+// ID returns the connection's identifier, unique across the nodes that share
+// a broker. Put it in [SocketMessage.Client] to send to this connection only.
+func (c *Client) ID() string { return c.id }
+
+// Identity returns what [Options.Authorize] attached to the connection.
+func (c *Client) Identity() Identity { return c.ident }
+
+// RemoteAddr returns the peer's address as the handler saw it ("" if the
+// connection was added with [Registry.Add] without one).
+func (c *Client) RemoteAddr() string { return c.remote }
+
+// Topics returns the topics the connection is subscribed to, in no
+// particular order.
+func (c *Client) Topics() []string {
+	c.r.mu.RLock()
+	defer c.r.mu.RUnlock()
+	out := make([]string, 0, len(c.topics))
+	for t := range c.topics {
+		out = append(out, t)
+	}
+	return out
+}
+
+// matches reports whether a targeted message is for c (r.mu held).
+func (c *Client) matches(m *Message) bool {
+	if m.Client != "" && m.Client != c.id {
+		return false
+	}
+	if m.User != "" && m.User != c.ident.User {
+		return false
+	}
+	if m.Topic != "" {
+		_, ok := c.topics[m.Topic]
+		return ok
+	}
+	return true
+}
+
+// enqueue queues one frame without blocking. A message that does not fit
+// closes the connection as a slow consumer: it resumes from its last seq.
+func (c *Client) enqueue(b []byte, kind itemKind) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	o := &c.r.opts
+	if kind == itemMessage && (len(c.queue) >= o.QueueLength || c.queuedBytes+len(b) > o.QueueBytes) {
+		c.mu.Unlock()
+		c.r.stats.slow.Add(1)
+		c.r.opts.Logger.Warn("notify: closing slow consumer", "client", c.id, "queued", o.QueueLength)
+		c.fail(CloseSlowConsumer, "notify: slow consumer, resume from your last seq", ErrSlowConsumer)
+		return
+	}
+	c.queue = append(c.queue, item{b, kind})
+	c.queuedBytes += len(b)
+	c.startWriter()
+	c.mu.Unlock()
+	if kind == itemMessage {
+		c.r.stats.queued.Add(1)
+	}
+}
+
+// startWriter starts the writer goroutine unless one runs (c.mu held).
+func (c *Client) startWriter() {
+	if c.writing || c.held || c.dead || len(c.queue) == 0 {
+		return
+	}
+	c.writing = true
+	c.writers.Add(1)
+	go c.writeLoop()
+}
+
+// writeLoop is the connection's only writer. It drains the queue in batches
+// and exits when the queue is empty, so an idle connection has no writer.
+func (c *Client) writeLoop() {
+	defer c.writers.Done()
+	var batch []item
+	for {
+		c.mu.Lock()
+		clear(batch)
+		c.spare = batch[:0]
+		if c.dead || len(c.queue) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		batch = c.queue
+		c.queue, c.spare = c.spare, nil
+		c.queuedBytes = 0
+		c.mu.Unlock()
+
+		for i, it := range batch {
+			if !c.write(it) {
+				c.mu.Lock()
+				c.writing = false
+				c.mu.Unlock()
+				c.r.stats.dropped.Add(uint64(countMessages(batch[i+1:])))
+				return
+			}
+		}
+	}
+}
+
+// write performs one queued item and reports whether to go on.
+func (c *Client) write(it item) bool {
+	switch it.kind {
+	case itemPing:
+		return c.ping()
+	case itemClose:
+		c.conn.Close(websocket.StatusGoingAway, "notify: server shutting down")
+		return false
+	}
+	c.writeStart.Store(time.Now().UnixNano())
+	err := c.conn.Write(context.Background(), websocket.MessageText, it.b)
+	c.writeStart.Store(0)
+	if err != nil {
+		return false // the connection is closed; the read loop reports why
+	}
+	c.r.stats.sent.Add(1)
+	return true
+}
+
+// ping sends a ping and waits up to PingInterval for the pong, holding the
+// writer meanwhile: one writer per connection, control frames included.
+func (c *Client) ping() bool {
+	interval := c.r.opts.PingInterval
+	ctx, cancel := context.WithTimeout(context.Background(), interval)
+	defer cancel()
+	err := c.conn.Ping(ctx)
+	c.mu.Lock()
+	c.pingQueued = false
+	c.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			c.r.stats.heartbeat.Add(1)
+			c.r.opts.Logger.Warn("notify: heartbeat timeout", "client", c.id)
+			c.fail(CloseHeartbeatTimeout, "notify: no pong within the ping interval", errHeartbeat)
+		}
+		return false
+	}
+	c.nextPing.Store(time.Now().Add(interval).UnixNano())
+	return true
+}
+
+// queuePing queues a heartbeat ping unless one is pending.
+func (c *Client) queuePing() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pingQueued || c.closing {
+		return
+	}
+	c.pingQueued = true
+	c.queue = append(c.queue, item{kind: itemPing})
+	c.startWriter()
+}
+
+var errHeartbeat = errors.New("notify: heartbeat timeout")
+
+// fail closes the connection with code and reason, dropping what is queued,
+// and records err as the reason [Registry.Add] returns. The close handshake
+// runs on its own goroutine, bounded by closeGrace, so fail never blocks
+// its caller.
+func (c *Client) fail(code websocket.StatusCode, reason string, err error) {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	c.closing, c.dead = true, true
+	c.err = fmt.Errorf("%w (%w)", err, websocket.CloseError{Code: code, Reason: reason})
+	dropped := countMessages(c.queue)
+	c.queue = nil
+	begin := !c.closeBegun
+	c.closeBegun = true
+	c.mu.Unlock()
+	c.r.stats.dropped.Add(uint64(dropped))
+	if begin {
+		c.r.bg.Add(1)
+		go func() {
+			defer c.r.bg.Done()
+			drop := time.AfterFunc(closeGrace, c.cancel)
+			defer drop.Stop()
+			c.conn.Close(code, reason)
+		}()
+	}
+}
+
+// closeGrace bounds the close handshake of a connection the library closes
+// for cause (slow, unresponsive, abusive): after it the connection is
+// dropped, so such peers leave the Registry within a second.
+const closeGrace = time.Second
+
+// abort drops the connection at once, without a close handshake: for a
+// write stuck past WriteTimeout, where no close frame could get through.
+func (c *Client) abort(err error) {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	c.closing, c.dead = true, true
+	c.err = err
+	dropped := countMessages(c.queue)
+	c.queue = nil
+	c.mu.Unlock()
+	c.r.stats.dropped.Add(uint64(dropped))
+	c.cancel()
+}
+
+// goAway closes the connection with 1001 after writing what is queued (or
+// at once, dropping it, if !flush).
+func (c *Client) goAway(flush bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	c.closing = true
+	if !flush {
+		c.r.stats.dropped.Add(uint64(countMessages(c.queue)))
+		c.queue = c.queue[:0]
+	}
+	c.closeBegun = true
+	c.held = false
+	c.queue = append(c.queue, item{kind: itemClose})
+	c.startWriter()
+}
+
+func countMessages(items []item) int {
+	n := 0
+	for _, it := range items {
+		if it.kind == itemMessage {
+			n++
+		}
+	}
+	return n
+}
+
+// serve runs the connection until it ends: the read loop on the calling
+// goroutine, the writer on demand. It unregisters the client, waits for its
+// writer and reports why it ended.
+func (c *Client) serve(ctx context.Context) error {
+	if c.r.opts.OnConnect != nil {
+		c.r.opts.OnConnect(c)
+	}
+	readErr := c.readLoop(ctx)
+
+	c.mu.Lock()
+	c.closing, c.dead = true, true
+	dropped := countMessages(c.queue)
+	c.queue = nil
+	begin := !c.closeBegun
+	c.closeBegun = true
+	result := c.err
+	c.mu.Unlock()
+	c.r.stats.dropped.Add(uint64(dropped))
+	if begin {
+		c.conn.CloseNow() // the read failed, so the connection is already closing; make sure
+	}
+	c.cancel() // unblocks a writer stuck in a write
+	c.writers.Wait()
+	c.r.unregister(c)
+
+	if result == nil {
+		result = c.endReason(ctx, readErr)
+	}
+	if c.r.opts.OnDisconnect != nil {
+		c.r.opts.OnDisconnect(c, result)
+	}
+	c.r.active.Done()
+	return result
+}
+
+// endReason turns the read loop's error into Add's result when the library
+// did not close the connection itself.
+func (c *Client) endReason(ctx context.Context, readErr error) error {
+	c.mu.Lock()
+	leaving := c.closeBegun && c.err == nil
+	c.mu.Unlock()
+	switch websocket.CloseStatus(readErr) {
+	case websocket.StatusNormalClosure, websocket.StatusGoingAway:
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if c.r.base.Err() != nil || (leaving && c.r.isClosed()) {
+		return nil // the Registry is shutting down
+	}
+	c.r.stats.readErrs.Add(1)
+	return fmt.Errorf("notify: connection %s: %w", c.id, readErr)
+}
+
+func (r *Registry) isClosed() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.closed
+}

@@ -1,0 +1,50 @@
+// Package notify pushes change notifications from a Go HTTP service to every
+// connected browser or app over WebSocket, in order, with nothing lost across
+// a reconnect.
+//
+// # Getting started
+//
+// Create one [Registry], mount its [Registry.Handler], and broadcast after
+// each change:
+//
+//	reg := notify.New(nil)
+//	mux.Handle("GET /ws", reg.Handler())
+//	reg.Broadcast(ctx, notify.SocketMessage{Type: "customer.created", Data: c})
+//
+// Every connection receives {"seq":1,"type":"customer.created","data":{…},"time":"…"}.
+// [Registry.NotifyText] sends a plain text frame instead. Stop with
+// [Registry.Shutdown], which flushes what is queued and closes every
+// connection with 1001.
+//
+// # Delivery
+//
+// [Registry.Broadcast] encodes a message once and queues the same bytes for
+// every matching connection; it never waits on a client's network. Each
+// connection has a bounded queue ([Options.QueueLength], [Options.QueueBytes])
+// and at most one writer goroutine. A client that falls behind is closed
+// with [CloseSlowConsumer]; it reconnects and resumes.
+//
+// # Resume
+//
+// Every broadcast gets a sequence number from the [Broker], which keeps a
+// bounded history. A client that connects with ?since=SEQ&epoch=EPOCH gets a
+// notify.hello, every retained message after SEQ, then live messages, with
+// no gap and no duplicate; if the history cannot cover SEQ it gets a
+// notify.gap and should reload its state. [Registry.Position] lets a REST
+// response tell the page where its snapshot ends. The JavaScript client
+// served by [ScriptHandler] does all of this.
+//
+// # Topics and targets
+//
+// Clients subscribe with ?topic=NAME or a notify.subscribe message,
+// authorised by [Options.AuthorizeTopic]. [SocketMessage.Topic],
+// [SocketMessage.User] and [SocketMessage.Client] narrow delivery.
+//
+// # Safety
+//
+// Same-origin only by default ([Options.OriginPatterns]), an
+// [Options.Authorize] hook before the upgrade, inbound size and rate limits,
+// UTF-8 validation, heartbeats that remove dead peers, and connection limits.
+// Every refusal has a documented HTTP status or close code; see
+// [Registry.Handler] and the Close constants.
+package notify

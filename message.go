@@ -1,0 +1,178 @@
+package notify
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// SocketMessage is one notification. [Registry.Broadcast] sends it to every
+// matching connection as a JSON text frame:
+//
+//	{"seq":42,"type":"customer.created","topic":"customers","data":{…},"time":"2026-11-25T13:00:00Z"}
+//
+// A message with an empty Topic goes to every connection; one with a Topic
+// goes only to that topic's subscribers. User and Client narrow delivery
+// further and never appear on the wire.
+type SocketMessage struct {
+	// Seq is assigned by the Registry's [Broker] when the message is
+	// broadcast: it increases with every broadcast and identifies the
+	// message for resume. A value set by the caller is ignored.
+	Seq uint64 `json:"seq"`
+
+	// Type names the event, e.g. "customer.created". Required. Types that
+	// begin with "notify." are reserved for the library.
+	Type string `json:"type"`
+
+	// Topic, if set, restricts delivery to the topic's subscribers. See
+	// [ValidTopic] for the allowed names.
+	Topic string `json:"topic,omitempty"`
+
+	// Data is the payload, encoded with encoding/json once per broadcast.
+	Data any `json:"data,omitempty"`
+
+	// Time is when the change happened. Broadcast sets it to the current
+	// time when it is zero.
+	Time time.Time `json:"time"`
+
+	// User, if set, restricts delivery to the connections of that
+	// authenticated user (see [Identity]). Such messages are kept in history
+	// and replayed to the same user's resuming connections.
+	User string `json:"-"`
+
+	// Client, if set, restricts delivery to the one connection with that
+	// [Client.ID]. Such messages are not replayed on resume, since a
+	// reconnecting client gets a new ID.
+	Client string `json:"-"`
+}
+
+// Close codes the library sends, beyond the standard ones of RFC 6455
+// (1001 going away on shutdown, 1003 unsupported data for binary frames,
+// 1007 invalid UTF-8, 1008 policy violation, 1009 message too big).
+const (
+	// CloseSlowConsumer closes a connection whose queue overflowed
+	// ([Options.QueueLength], [Options.QueueBytes]) or whose write timed out.
+	// The client should reconnect at once and resume from its last seq.
+	CloseSlowConsumer websocket.StatusCode = 4000
+
+	// CloseHeartbeatTimeout closes a connection that did not answer a ping
+	// within [Options.PingInterval].
+	CloseHeartbeatTimeout websocket.StatusCode = 4001
+)
+
+// Reserved message types, exchanged between the library and its clients.
+const (
+	// TypeHello is the first message a resuming client receives:
+	// {"type":"notify.hello","data":{"epoch":"…","seq":N}}.
+	TypeHello = "notify.hello"
+
+	// TypeGap tells a resuming client that messages it asked for are no
+	// longer retained (reason "expired"), belong to another history (reason
+	// "epoch") or were never sent (reason "ahead", e.g. after a server
+	// restart). The client should reload its state; live messages follow.
+	TypeGap = "notify.gap"
+
+	// TypeSubscribe and TypeUnsubscribe are sent by clients to change their
+	// subscriptions: {"type":"notify.subscribe","topic":"orders"}.
+	TypeSubscribe   = "notify.subscribe"
+	TypeUnsubscribe = "notify.unsubscribe"
+
+	// TypeError answers a client request that was refused but does not
+	// warrant closing the connection, e.g. a subscription the
+	// [Options.AuthorizeTopic] hook denied.
+	TypeError = "notify.error"
+)
+
+const reservedPrefix = "notify."
+
+var (
+	// ErrClosed is returned by calls on a Registry after Close or Shutdown.
+	ErrClosed = errors.New("notify: registry closed")
+
+	// ErrForbidden, wrapped by an error from [Options.Authorize] or
+	// [Options.AuthorizeTopic], makes the handler answer 403 instead of 401.
+	ErrForbidden = errors.New("notify: forbidden")
+
+	// ErrSlowConsumer is returned by [Registry.Add] for a connection closed
+	// with [CloseSlowConsumer].
+	ErrSlowConsumer = errors.New("notify: slow consumer")
+
+	// ErrInvalidMessage is returned by Broadcast for a message that cannot be
+	// sent: an empty or reserved type, an invalid topic, or data that
+	// encoding/json cannot encode.
+	ErrInvalidMessage = errors.New("notify: invalid message")
+)
+
+const maxTopicLen = 128
+
+// ValidTopic reports whether name can be used as a topic: 1 to 128 bytes of
+// ASCII letters, digits and the punctuation - _ . : / @.
+func ValidTopic(name string) bool {
+	if name == "" || len(name) > maxTopicLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-_.:/@", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// encodeBody encodes m without its seq, which the broker assigns later:
+// the result is the JSON object {"type":…,"topic":…,"data":…,"time":…}.
+func encodeBody(m *SocketMessage) ([]byte, error) {
+	if m.Type == "" || strings.HasPrefix(m.Type, reservedPrefix) {
+		return nil, fmt.Errorf("%w: type %q is empty or reserved", ErrInvalidMessage, m.Type)
+	}
+	if m.Topic != "" && !ValidTopic(m.Topic) {
+		return nil, fmt.Errorf("%w: topic %q", ErrInvalidMessage, m.Topic)
+	}
+	body, err := json.Marshal(struct {
+		Type  string    `json:"type"`
+		Topic string    `json:"topic,omitempty"`
+		Data  any       `json:"data,omitempty"`
+		Time  time.Time `json:"time"`
+	}{m.Type, m.Topic, m.Data, m.Time})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	return body, nil
+}
+
+// frame returns the wire form of a broker message: raw text as given, or the
+// body with its seq spliced in front, {"seq":N,…}. It is built once per
+// message and node and shared by every connection.
+func frame(m *Message) []byte {
+	if m.Raw {
+		return m.Body
+	}
+	b := make([]byte, 0, len(m.Body)+28)
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, m.Seq, 10)
+	if len(m.Body) > 2 {
+		b = append(b, ',')
+	}
+	return append(b, m.Body[1:]...)
+}
+
+// controlFrame encodes a reserved message from the library to one client.
+func controlFrame(typ string, data any) []byte {
+	b, err := json.Marshal(struct {
+		Type string `json:"type"`
+		Data any    `json:"data"`
+	}{typ, data})
+	if err != nil {
+		panic("notify: encoding " + typ + ": " + err.Error()) // only library-made values are encoded here
+	}
+	return b
+}

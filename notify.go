@@ -1,0 +1,230 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+)
+
+// Broadcast sends msg as JSON to every matching connection: all of them
+// when msg.Topic is empty, else the topic's subscribers, narrowed further
+// by msg.User and msg.Client. The message is encoded once, given the next
+// seq by the broker and kept in its history for resuming clients.
+//
+// Broadcast returns once the message is queued for every matching
+// connection; it never waits on a client's network. It returns
+// [ErrInvalidMessage] for a message it cannot send, [ErrClosed] after Close
+// or Shutdown, and the broker's error if publishing failed (then no client
+// received the message).
+func (r *Registry) Broadcast(ctx context.Context, msg SocketMessage) error {
+	if msg.Time.IsZero() {
+		msg.Time = time.Now().UTC()
+	}
+	body, err := encodeBody(&msg)
+	if err != nil {
+		return err
+	}
+	return r.publish(ctx, Message{Topic: msg.Topic, User: msg.User, Client: msg.Client, Body: body})
+}
+
+// NotifyText sends text unchanged, as one text frame, to every connection.
+// It keeps parity with plain WebSocket servers whose clients log
+// event.data; such messages carry no seq, are not kept in history and so
+// are not replayed to resuming clients. Use [Registry.Broadcast] for
+// anything a client must not miss. Errors are as for Broadcast; text must
+// be valid UTF-8.
+func (r *Registry) NotifyText(ctx context.Context, text string) error {
+	if !utf8.ValidString(text) {
+		return fmt.Errorf("%w: text is not valid UTF-8", ErrInvalidMessage)
+	}
+	return r.publish(ctx, Message{Raw: true, Body: []byte(text)})
+}
+
+func (r *Registry) publish(ctx context.Context, m Message) error {
+	if r.isClosed() {
+		return ErrClosed
+	}
+	if _, err := r.broker.Publish(ctx, m); err != nil {
+		return fmt.Errorf("notify: publish: %w", err)
+	}
+	r.stats.broadcasts.Add(1)
+	return nil
+}
+
+// ConnOptions describes one connection to [Registry.Add]. The handler
+// builds it from the upgrade request ([ParseQuery] and [Options.Authorize]);
+// callers that accept connections themselves build their own.
+type ConnOptions struct {
+	// Identity is attached to the connection; see [Identity].
+	Identity Identity
+
+	// Topics the connection subscribes to from the start; each must satisfy
+	// [ValidTopic], and there may be at most [Options.MaxTopics].
+	Topics []string
+
+	// Resume asks for resumable delivery: the connection first receives a
+	// notify.hello with the stream's [Position], then every retained message
+	// with seq > Since that matches it, then live messages, with no gap and
+	// no duplicate. If Epoch is set and is not the stream's, or Since is
+	// not retained any more, or Since is ahead of the stream, a notify.gap
+	// follows the hello instead of the replay.
+	Resume bool
+	Since  uint64
+	Epoch  string
+
+	// FromNow, with Resume, skips the replay: the client learns the
+	// position from notify.hello and receives live messages only.
+	FromNow bool
+
+	// RemoteAddr is reported by [Client.RemoteAddr] and keys
+	// [Options.MaxConnectionsPerUser] for anonymous connections.
+	RemoteAddr string
+}
+
+// Add registers a connection that the caller accepted with
+// websocket.Accept and serves it until it ends: it reads (answering pings,
+// handing application frames to [Options.OnMessage]), pings on the
+// heartbeat, and writes what is sent to it. Then it unregisters the
+// connection and returns. At most one opts is used; none means an anonymous
+// connection with no topics and no resume.
+//
+// Add returns nil when either side closed the connection normally (1000 or
+// 1001, including Close and Shutdown), ctx's error if ctx ended it, and
+// otherwise an error saying why: [ErrSlowConsumer], a heartbeat timeout, a
+// policy violation, or the read error. Errors for connections the library
+// closed wrap a websocket.CloseError with the code it sent. Add closes the
+// connection in every case.
+func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts ...ConnOptions) error {
+	var o ConnOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if err := r.checkTopics(ctx, o.Identity, o.Topics); err != nil {
+		conn.Close(websocket.StatusPolicyViolation, truncateReason(err.Error()))
+		return err
+	}
+	return r.serveConn(ctx, conn, o)
+}
+
+// serveConn is Add once the topics are checked.
+func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOptions) error {
+	conn.SetReadLimit(r.opts.ReadLimit)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(r.base, cancel)
+	defer stop()
+
+	c, err := r.register(ctx, conn, o, cancel)
+	if err != nil {
+		code := websocket.StatusTryAgainLater
+		if errors.Is(err, ErrClosed) {
+			code = websocket.StatusGoingAway
+		}
+		conn.Close(code, truncateReason(err.Error()))
+		return err
+	}
+	return c.serve(ctx)
+}
+
+// errTooMany is returned when a connection limit is reached.
+var (
+	errTooManyConns = errors.New("notify: too many connections")
+	errTooManyUser  = errors.New("notify: too many connections for this user or address")
+)
+
+// register adds a client to the registry and, for a resuming client, queues
+// its hello and replay ahead of any live message.
+func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc) (*Client, error) {
+	c := &Client{
+		r:      r,
+		conn:   conn,
+		id:     r.newID(),
+		ident:  o.Identity,
+		remote: o.RemoteAddr,
+		topics: make(map[string]struct{}, len(o.Topics)),
+		cancel: cancel,
+		held:   o.Resume,
+	}
+	c.nextPing.Store(time.Now().Add(r.opts.PingInterval).UnixNano())
+
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if err := r.overLimit(o.Identity.User, o.RemoteAddr, 0); err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
+	r.clients[c] = struct{}{}
+	r.byID[c.id] = c
+	for _, t := range o.Topics {
+		c.topics[t] = struct{}{}
+		addToSet(r.byTopic, t, c)
+	}
+	if u := o.Identity.User; u != "" {
+		addToSet(r.byUser, u, c)
+	} else if o.RemoteAddr != "" {
+		r.byAddr[o.RemoteAddr]++
+	}
+	last := r.last.Load() // every message after this one is queued live
+	r.active.Add(1)
+	r.mu.Unlock()
+
+	if o.Resume {
+		c.release(r.replay(ctx, c, o, last))
+	}
+	return c, nil
+}
+
+// overLimit reports whether one more connection (beyond extra pending ones)
+// would exceed a connection limit (r.mu held).
+func (r *Registry) overLimit(user, addr string, extra int) error {
+	if max := r.opts.MaxConnections; max > 0 && len(r.clients)+extra >= max {
+		return errTooManyConns
+	}
+	max := r.opts.MaxConnectionsPerUser
+	if max <= 0 {
+		return nil
+	}
+	n := r.byAddr[addr]
+	if user != "" {
+		n = len(r.byUser[user])
+	} else if addr == "" {
+		return nil
+	}
+	if n+extra >= max {
+		return errTooManyUser
+	}
+	return nil
+}
+
+func (r *Registry) unregister(c *Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.clients, c)
+	delete(r.byID, c.id)
+	for t := range c.topics {
+		removeFromSet(r.byTopic, t, c)
+	}
+	if u := c.ident.User; u != "" {
+		removeFromSet(r.byUser, u, c)
+	} else if c.remote != "" {
+		if r.byAddr[c.remote]--; r.byAddr[c.remote] <= 0 {
+			delete(r.byAddr, c.remote)
+		}
+	}
+}
+
+// truncateReason fits a close reason into the 123 bytes a close frame allows.
+func truncateReason(s string) string {
+	if len(s) > 123 {
+		s = strings.ToValidUTF8(s[:120], "") + "..."
+	}
+	return s
+}

@@ -1,0 +1,166 @@
+// notify.js: the browser client of github.com/wsnotify/notify.
+// A dependency-free ES module, served by notify.ScriptHandler.
+//
+//   import { connect } from "/notify.js";
+//   const n = connect("/ws", { topics: ["customers"], since: 41, epoch: "9f2c…" });
+//   n.on("customer.created", (data, msg) => render(data));
+//   n.onGap(() => reloadEverything());
+//   n.onState((state) => badge.textContent = state);
+//
+// It reconnects with exponential backoff and jitter, resumes from the last
+// seq it saw (so nothing is missed within the server's history window),
+// drops duplicates by seq, and reports gaps the server could not fill.
+
+/**
+ * Opens a notification stream.
+ * @param {string} url  ws:, wss:, http(s): or a path on this page's host ("/ws").
+ * @param {object} [opts]
+ * @param {string[]} [opts.topics]  topics to subscribe to.
+ * @param {number} [opts.since]     seq to resume after (e.g. from the REST response that rendered the page).
+ * @param {string} [opts.epoch]     the epoch that seq belongs to.
+ * @param {number} [opts.minDelay]  first reconnect delay in ms (default 500).
+ * @param {number} [opts.maxDelay]  longest reconnect delay in ms (default 30000).
+ */
+export function connect(url, opts = {}) {
+  return new NotifyClient(url, opts);
+}
+
+export class NotifyClient {
+  constructor(url, opts = {}) {
+    this.url = toWebSocketURL(url);
+    this.topics = new Set(opts.topics || []);
+    this.seq = opts.since ?? null;
+    this.epoch = opts.epoch ?? null;
+    this.minDelay = opts.minDelay ?? 500;
+    this.maxDelay = opts.maxDelay ?? 30000;
+    this.state = "connecting";
+    this.handlers = new Map();
+    this.gapHandlers = [];
+    this.stateHandlers = [];
+    this.attempt = 0;
+    this.closed = false;
+    this.ws = null;
+    this.timer = null;
+    this.open();
+  }
+
+  /** Calls fn(data, msg) for every message of this type; "*" matches all. */
+  on(type, fn) {
+    if (!this.handlers.has(type)) this.handlers.set(type, []);
+    this.handlers.get(type).push(fn);
+    return this;
+  }
+
+  /** Calls fn(info) when the server could not replay what was missed: reload your state. */
+  onGap(fn) {
+    this.gapHandlers.push(fn);
+    return this;
+  }
+
+  /** Calls fn(state) on "connecting", "open" and "closed". */
+  onState(fn) {
+    this.stateHandlers.push(fn);
+    fn(this.state);
+    return this;
+  }
+
+  subscribe(topic) {
+    this.topics.add(topic);
+    this.send({ type: "notify.subscribe", topic });
+  }
+
+  unsubscribe(topic) {
+    this.topics.delete(topic);
+    this.send({ type: "notify.unsubscribe", topic });
+  }
+
+  /** Sends an application message (delivered to the server's OnMessage hook). */
+  send(obj) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(typeof obj === "string" ? obj : JSON.stringify(obj));
+      return true;
+    }
+    return false;
+  }
+
+  /** Closes the stream for good. */
+  close() {
+    this.closed = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close(1000);
+    this.setState("closed");
+  }
+
+  open() {
+    const u = new URL(this.url);
+    for (const t of this.topics) u.searchParams.append("topic", t);
+    u.searchParams.set("since", this.seq == null ? "now" : String(this.seq));
+    if (this.epoch != null && this.seq != null) u.searchParams.set("epoch", this.epoch);
+    this.setState("connecting");
+    const ws = new WebSocket(u);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.attempt = 0;
+      this.setState("open");
+    };
+    ws.onmessage = (ev) => this.receive(ev.data);
+    ws.onclose = (ev) => {
+      if (this.ws !== ws || this.closed) return;
+      this.ws = null;
+      this.setState("closed");
+      // A slow-consumer close (4000) or a server restart loses nothing:
+      // come back soon and resume. Otherwise back off.
+      const fast = ev.code === 4000 || ev.code === 1001 || ev.code === 1012;
+      const ceiling = Math.min(this.maxDelay, this.minDelay * 2 ** this.attempt++);
+      const delay = fast && this.attempt === 1 ? Math.random() * this.minDelay : Math.random() * ceiling;
+      this.timer = setTimeout(() => this.open(), delay);
+    };
+  }
+
+  receive(raw) {
+    let msg;
+    try {
+      msg = JSON.parse(raw);
+    } catch {
+      msg = null;
+    }
+    if (msg === null || typeof msg !== "object" || typeof msg.type !== "string") {
+      this.dispatch("text", raw, raw); // NotifyText frames that are not envelopes
+      return;
+    }
+    switch (msg.type) {
+      case "notify.hello":
+        this.epoch = msg.data.epoch;
+        if (this.seq == null) this.seq = msg.data.seq;
+        return;
+      case "notify.gap":
+        this.epoch = msg.data.epoch;
+        this.seq = msg.data.seq;
+        for (const fn of this.gapHandlers) fn(msg.data);
+        return;
+    }
+    if (typeof msg.seq === "number" && msg.seq > 0) {
+      if (this.seq != null && msg.seq <= this.seq) return; // seen already
+      this.seq = msg.seq;
+    }
+    this.dispatch(msg.type, msg.data, msg);
+  }
+
+  dispatch(type, data, msg) {
+    for (const fn of this.handlers.get(type) || []) fn(data, msg);
+    for (const fn of this.handlers.get("*") || []) fn(data, msg);
+  }
+
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    for (const fn of this.stateHandlers) fn(state);
+  }
+}
+
+function toWebSocketURL(url) {
+  const u = new URL(url, location.href);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  if (u.protocol === "https:") u.protocol = "wss:";
+  return u.toString();
+}

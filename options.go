@@ -1,0 +1,176 @@
+package notify
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Options configures a [Registry]. A nil *Options, or a zero Options, gives
+// the defaults stated on each field. [New] copies the struct, so changing it
+// afterwards has no effect; hooks can therefore never race with running
+// connections.
+type Options struct {
+	// OriginPatterns lists the origins, besides the request's own host, whose
+	// pages may open a connection. Patterns follow coder/websocket's
+	// AcceptOptions.OriginPatterns: matched case-insensitively with
+	// path.Match against the Origin's host ("example.com", "*.example.com"),
+	// or against "scheme://host" when the pattern contains "://".
+	//
+	// Default: none, so only same-origin pages and non-browser clients (no
+	// Origin header) may connect; foreign origins get 403 before the upgrade.
+	// Do not use "*": a foreign page could then read every notification
+	// with the user's cookies. Set InsecureAllowAnyOrigin instead if you
+	// really mean it.
+	OriginPatterns []string
+
+	// InsecureAllowAnyOrigin disables the origin check entirely. Default
+	// false. Only safe when connections carry no ambient credentials
+	// (cookies, client certificates) and every message is public.
+	InsecureAllowAnyOrigin bool
+
+	// Authorize, if set, runs before the upgrade, after the origin check.
+	// It returns the identity to attach to the connection, or an error to
+	// refuse it: the handler answers 403 when the error wraps [ErrForbidden]
+	// and 401 otherwise, with the error's text as the body, and never
+	// upgrades. Default: every request is accepted anonymously.
+	Authorize func(r *http.Request) (Identity, error)
+
+	// AuthorizeTopic, if set, decides whether a connection may subscribe to
+	// a topic, both from the upgrade URL (a refusal answers 403) and from a
+	// run-time notify.subscribe message (a refusal sends a notify.error
+	// message and leaves the connection open). Default: any valid topic name
+	// may be joined, so give topics unguessable names or set this hook when
+	// topics scope data per tenant or user.
+	AuthorizeTopic func(ctx context.Context, id Identity, topic string) error
+
+	// OnConnect, if set, is called once a connection is registered, before
+	// any message is delivered to it. It runs on the connection's own
+	// goroutine; a slow hook delays only that connection.
+	OnConnect func(c *Client)
+
+	// OnDisconnect, if set, is called once after a connection is
+	// unregistered and all its goroutines have ended. err is nil for a normal
+	// close by either side and says why otherwise (see [Registry.Add]).
+	OnDisconnect func(c *Client, err error)
+
+	// OnMessage, if set, receives every inbound text frame that is not a
+	// reserved notify.* message, on the connection's read goroutine: the
+	// next frame is not read until it returns. data is valid only during
+	// the call. Default: inbound application frames are discarded.
+	OnMessage func(ctx context.Context, c *Client, data []byte)
+
+	// Logger receives connection-level events (rejections, slow-consumer
+	// closes, heartbeat timeouts) at Debug and Warn levels. Query strings
+	// are never logged, since they may carry tokens. Default: discard.
+	Logger *slog.Logger
+
+	// Broker carries messages between Broadcast and the connections, assigns
+	// sequence numbers and keeps the history used for resume. Default: a
+	// [MemoryBroker] with default [MemoryBrokerOptions], owned and closed by
+	// the Registry. A Broker passed here is not closed by the Registry.
+	Broker Broker
+
+	// ReadLimit is the largest inbound message, in bytes. A larger one closes
+	// the connection with 1009 (message too big). Default 32 KiB.
+	ReadLimit int64
+
+	// QueueLength is how many messages may wait for one connection. Default
+	// 256: in tests a burst of a few hundred broadcasts closed healthy
+	// loopback clients with 16 slots and none with 256.
+	QueueLength int
+
+	// QueueBytes bounds the bytes waiting for one connection. Default 1 MiB.
+	// A connection that exceeds QueueLength or QueueBytes is closed with
+	// [CloseSlowConsumer]; it can reconnect and resume from its last seq.
+	QueueBytes int
+
+	// WriteTimeout bounds one write to a connection. A connection whose
+	// write takes longer is closed. Default 10s.
+	WriteTimeout time.Duration
+
+	// PingInterval is how often an idle connection is pinged. A peer that
+	// has not answered a ping within another PingInterval is closed, so a
+	// dead peer is removed within about two intervals. Default 30s.
+	PingInterval time.Duration
+
+	// MaxConnections bounds the live connections of this Registry; the
+	// handler answers 503 beyond it. Default 0: no limit.
+	MaxConnections int
+
+	// MaxConnectionsPerUser bounds the live connections of one
+	// authenticated user, or of one remote IP address for anonymous
+	// connections; the handler answers 429 beyond it. Default 0: no limit.
+	MaxConnectionsPerUser int
+
+	// MaxTopics bounds the topics one connection may subscribe to. Default 64.
+	MaxTopics int
+
+	// InboundRate and InboundBurst bound how many frames per second a
+	// client may send (a token bucket). A client that exceeds them is
+	// closed with 1008 (policy violation). Defaults: 20 per second, burst 40.
+	InboundRate  float64
+	InboundBurst int
+}
+
+// Identity is what [Options.Authorize] attaches to a connection.
+type Identity struct {
+	// User identifies the authenticated user; empty means anonymous.
+	// Messages can be targeted at every connection of one user (see
+	// [SocketMessage]).
+	User string
+
+	// Expires, if not zero, is when the authorisation ends: the connection
+	// is closed with 1008 (policy violation) at that time and the client
+	// must reconnect, which runs Authorize again.
+	Expires time.Time
+}
+
+const (
+	defaultReadLimit    = 32 << 10
+	defaultQueueLength  = 256
+	defaultQueueBytes   = 1 << 20
+	defaultWriteTimeout = 10 * time.Second
+	defaultPingInterval = 30 * time.Second
+	defaultMaxTopics    = 64
+	defaultInboundRate  = 20
+	defaultInboundBurst = 40
+)
+
+// withDefaults returns a copy of opts with every zero field set to its default.
+func (opts *Options) withDefaults() Options {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o.OriginPatterns = append([]string(nil), o.OriginPatterns...)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReadLimit <= 0 {
+		o.ReadLimit = defaultReadLimit
+	}
+	if o.QueueLength <= 0 {
+		o.QueueLength = defaultQueueLength
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = defaultQueueBytes
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = defaultWriteTimeout
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = defaultPingInterval
+	}
+	if o.MaxTopics <= 0 {
+		o.MaxTopics = defaultMaxTopics
+	}
+	if o.InboundRate <= 0 {
+		o.InboundRate = defaultInboundRate
+	}
+	if o.InboundBurst <= 0 {
+		o.InboundBurst = defaultInboundBurst
+	}
+	return o
+}

@@ -1,0 +1,253 @@
+package notify
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Registry is the set of live WebSocket connections of one process and the
+// sending side that reaches them. Create it with [New], serve connections
+// with [Registry.Handler] or [Registry.Add], send with [Registry.Broadcast]
+// and [Registry.NotifyText], and stop it with [Registry.Shutdown] or
+// [Registry.Close].
+//
+// A Registry is safe for concurrent use by multiple goroutines. Sending
+// never waits on a client's network: every connection has its own bounded
+// queue and at most one writer goroutine, which runs only while the queue
+// is not empty.
+type Registry struct {
+	opts      Options
+	broker    Broker
+	ownBroker bool
+	unsub     func()
+	epoch     string
+	nodeID    string
+	nextID    atomic.Uint64
+
+	// base is the parent of every connection's context; cancelling it drops
+	// every connection at once (Shutdown past its deadline).
+	base     context.Context
+	dropAll  context.CancelFunc
+	stopBeat chan struct{}
+	beatDone chan struct{}
+
+	mu       sync.RWMutex // guards the fields below and Client.topics
+	closed   bool
+	last     atomic.Uint64 // seq of the last message delivered here; written under mu.RLock by the one delivering goroutine
+	clients  map[*Client]struct{}
+	byID     map[string]*Client
+	byTopic  map[string]map[*Client]struct{}
+	byUser   map[string]map[*Client]struct{}
+	byAddr   map[string]int // anonymous connections per remote IP
+	active   sync.WaitGroup // one count per registered connection
+	shutdown chan struct{}  // closed when the first Close or Shutdown finishes
+
+	bg sync.WaitGroup // short-lived goroutines closing connections
+
+	stats counters
+}
+
+// New returns a Registry configured by opts. If opts is nil, the default
+// options are used. The Registry starts one goroutine for heartbeats and
+// write timeouts; Close or Shutdown stops it.
+func New(opts *Options) *Registry {
+	o := opts.withDefaults()
+	r := &Registry{
+		opts:     o,
+		broker:   o.Broker,
+		clients:  map[*Client]struct{}{},
+		byID:     map[string]*Client{},
+		byTopic:  map[string]map[*Client]struct{}{},
+		byUser:   map[string]map[*Client]struct{}{},
+		byAddr:   map[string]int{},
+		stopBeat: make(chan struct{}),
+		beatDone: make(chan struct{}),
+		shutdown: make(chan struct{}),
+	}
+	if r.broker == nil {
+		r.broker = NewMemoryBroker(nil)
+		r.ownBroker = true
+	}
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	r.nodeID = hex.EncodeToString(id[:])
+	r.base, r.dropAll = context.WithCancel(context.Background())
+
+	pos, unsub, err := r.broker.Subscribe(r.base, r.deliver)
+	if err != nil {
+		// A broker that cannot subscribe leaves a registry that can only
+		// refuse: report it the way every later call will.
+		o.Logger.Error("notify: broker subscribe failed", "err", err)
+		r.closed = true
+		close(r.beatDone)
+		close(r.shutdown)
+		return r
+	}
+	r.unsub = unsub
+	r.epoch = pos.Epoch
+	r.last.Store(pos.Seq)
+	go r.heartbeat()
+	return r
+}
+
+// Len returns the number of live connections.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.clients)
+}
+
+// Position returns the stream's epoch and the seq of the last message
+// delivered to this Registry's connections.
+//
+// It is the REST-to-WebSocket handoff: read it before reading the state a
+// page is rendered from, put it in the response, and have the page connect
+// with ?since=Seq&epoch=Epoch. Every change saved after the read carries a
+// larger seq and is replayed; every change with a smaller one was saved
+// before the snapshot was read, so nothing falls between the two.
+func (r *Registry) Position() Position {
+	return Position{Epoch: r.epoch, Seq: r.last.Load()}
+}
+
+// Close stops the Registry at once: the handler answers 503, sending returns
+// [ErrClosed], queued messages are dropped (clients that resume get them
+// from history), and every connection is sent 1001 (going away); those that
+// do not complete the close handshake within a second are dropped. Close
+// returns once every goroutine of the Registry has ended. It is idempotent.
+func (r *Registry) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := r.stop(ctx, false)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil // dropping stragglers is what Close promises
+	}
+	return err
+}
+
+// Shutdown stops the Registry gracefully: the handler answers 503 and
+// sending returns [ErrClosed] at once; then every message already queued is
+// written, every connection is closed with 1001 (going away), and Shutdown
+// returns once every goroutine of the Registry has ended. If ctx ends first,
+// the remaining connections are dropped without a close handshake, their
+// goroutines are still waited for, and ctx's error is returned.
+//
+// Call it alongside http.Server.Shutdown, which does not know about
+// hijacked connections; http.Server.RegisterOnShutdown(func() {
+// reg.Shutdown(ctx) }) does that. Shutdown is idempotent; a second call
+// waits for the first to finish or for its own ctx.
+func (r *Registry) Shutdown(ctx context.Context) error {
+	return r.stop(ctx, true)
+}
+
+// stop is the one helper behind Close and Shutdown.
+func (r *Registry) stop(ctx context.Context, flush bool) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		select {
+		case <-r.shutdown:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r.closed = true
+	clients := make([]*Client, 0, len(r.clients))
+	for c := range r.clients {
+		clients = append(clients, c)
+	}
+	r.mu.Unlock()
+	defer close(r.shutdown)
+
+	r.unsub()
+	for _, c := range clients {
+		c.goAway(flush)
+	}
+
+	done := make(chan struct{})
+	go func() {
+		r.active.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		r.dropAll()
+		<-done
+	}
+	r.dropAll()
+	close(r.stopBeat)
+	<-r.beatDone
+	r.bg.Wait()
+	if closer, ok := r.broker.(interface{ Close() error }); ok && r.ownBroker {
+		if cerr := closer.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// deliver receives every message from the broker, in seq order, and queues
+// its frame for each matching connection. It never blocks on a client.
+func (r *Registry) deliver(m Message) {
+	f := frame(&m)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if m.Seq > 0 {
+		r.last.Store(m.Seq)
+	}
+	if r.closed {
+		return
+	}
+	switch {
+	case m.Client != "":
+		if c := r.byID[m.Client]; c != nil && c.matches(&m) {
+			c.enqueue(f, itemMessage)
+		}
+	case m.User != "":
+		for c := range r.byUser[m.User] {
+			if c.matches(&m) {
+				c.enqueue(f, itemMessage)
+			}
+		}
+	case m.Topic != "":
+		for c := range r.byTopic[m.Topic] {
+			c.enqueue(f, itemMessage)
+		}
+	default:
+		for c := range r.clients {
+			c.enqueue(f, itemMessage)
+		}
+	}
+}
+
+// newID returns a connection ID unique across nodes sharing a broker.
+func (r *Registry) newID() string {
+	return r.nodeID + "-" + strconv.FormatUint(r.nextID.Add(1), 36)
+}
+
+// addToSet and removeFromSet maintain the index maps.
+func addToSet(m map[string]map[*Client]struct{}, key string, c *Client) {
+	set := m[key]
+	if set == nil {
+		set = map[*Client]struct{}{}
+		m[key] = set
+	}
+	set[c] = struct{}{}
+}
+
+func removeFromSet(m map[string]map[*Client]struct{}, key string, c *Client) {
+	set := m[key]
+	delete(set, c)
+	if len(set) == 0 {
+		delete(m, key)
+	}
+}
