@@ -25,7 +25,9 @@ import (
 //     [ErrHistoryGap].
 //   - The epoch changes whenever history is lost (a restarted in-memory
 //     broker, a flushed Redis), so that sequence numbers from another epoch
-//     are never mistaken for this one's.
+//     are never mistaken for this one's. Delivered messages carry the epoch
+//     they were published in; when it changes, the Registry tells its
+//     resumable connections with a notify.gap (reason "epoch").
 //
 // Methods may be called concurrently.
 type Broker interface {
@@ -46,6 +48,7 @@ type Broker interface {
 // plus what the Registry needs to route it.
 type Message struct {
 	Seq    uint64 // assigned by Publish; 0 for raw messages
+	Epoch  string // set by the broker on delivery and in History
 	Topic  string // empty: every connection
 	User   string // if set, only this user's connections
 	Client string // if set, only the connection with this ID

@@ -69,7 +69,7 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (uint64, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	m.Seq = 0
+	m.Seq, m.Epoch = 0, b.epoch
 	if !m.Raw {
 		b.seq++
 		m.Seq = b.seq

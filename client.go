@@ -14,13 +14,14 @@ import (
 // Client is one registered connection, as the hooks in [Options] see it.
 // Its methods are safe for concurrent use.
 type Client struct {
-	r      *Registry
-	conn   *websocket.Conn
-	id     string
-	ident  Identity
-	remote string
-	topics map[string]struct{} // guarded by r.mu
-	cancel context.CancelFunc  // drops the connection without a handshake
+	r         *Registry
+	conn      *websocket.Conn
+	id        string
+	ident     Identity
+	remote    string
+	resumable bool                // asked for resume: hears about epoch changes
+	topics    map[string]struct{} // guarded by r.mu
+	cancel    context.CancelFunc  // drops the connection without a handshake
 
 	mu          sync.Mutex
 	queue       []item

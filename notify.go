@@ -141,14 +141,15 @@ var (
 // its hello and replay ahead of any live message.
 func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc) (*Client, error) {
 	c := &Client{
-		r:      r,
-		conn:   conn,
-		id:     r.newID(),
-		ident:  o.Identity,
-		remote: o.RemoteAddr,
-		topics: make(map[string]struct{}, len(o.Topics)),
-		cancel: cancel,
-		held:   o.Resume,
+		r:         r,
+		conn:      conn,
+		id:        r.newID(),
+		ident:     o.Identity,
+		remote:    o.RemoteAddr,
+		topics:    make(map[string]struct{}, len(o.Topics)),
+		cancel:    cancel,
+		held:      o.Resume,
+		resumable: o.Resume,
 	}
 	c.nextPing.Store(time.Now().Add(r.opts.PingInterval).UnixNano())
 

@@ -26,7 +26,7 @@ type Registry struct {
 	broker    Broker
 	ownBroker bool
 	unsub     func()
-	epoch     string
+	epoch     atomic.Pointer[string] // changes only when the broker loses history
 	nodeID    string
 	nextID    atomic.Uint64
 
@@ -78,6 +78,7 @@ func New(opts *Options) *Registry {
 	_, _ = rand.Read(id[:])
 	r.nodeID = hex.EncodeToString(id[:])
 	r.base, r.dropAll = context.WithCancel(context.Background())
+	r.epoch.Store(new(string))
 
 	pos, unsub, err := r.broker.Subscribe(r.base, r.deliver)
 	if err != nil {
@@ -90,7 +91,7 @@ func New(opts *Options) *Registry {
 		return r
 	}
 	r.unsub = unsub
-	r.epoch = pos.Epoch
+	r.epoch.Store(&pos.Epoch)
 	r.last.Store(pos.Seq)
 	go r.heartbeat()
 	return r
@@ -112,7 +113,7 @@ func (r *Registry) Len() int {
 // larger seq and is replayed; every change with a smaller one was saved
 // before the snapshot was read, so nothing falls between the two.
 func (r *Registry) Position() Position {
-	return Position{Epoch: r.epoch, Seq: r.last.Load()}
+	return Position{Epoch: *r.epoch.Load(), Seq: r.last.Load()}
 }
 
 // Close stops the Registry at once: the handler answers 503, sending returns
@@ -207,6 +208,9 @@ func (r *Registry) deliver(m Message) {
 	if r.closed {
 		return
 	}
+	if m.Epoch != "" && m.Epoch != *r.epoch.Load() {
+		r.newEpoch(m)
+	}
 	switch {
 	case m.Client != "":
 		if c := r.byID[m.Client]; c != nil && c.matches(&m) {
@@ -225,6 +229,21 @@ func (r *Registry) deliver(m Message) {
 	default:
 		for c := range r.clients {
 			c.enqueue(f, itemMessage)
+		}
+	}
+}
+
+// newEpoch handles a broker that lost its history: resumable connections
+// are told with a notify.gap, so they reload their state rather than trust
+// sequence numbers that restarted (r.mu read-locked by the delivering
+// goroutine, the only writer of the epoch).
+func (r *Registry) newEpoch(m Message) {
+	r.opts.Logger.Warn("notify: broker history lost; new epoch", "epoch", m.Epoch)
+	r.epoch.Store(&m.Epoch)
+	gap := controlFrame(TypeGap, gapInfo{Reason: "epoch", Epoch: m.Epoch, Seq: m.Seq - 1})
+	for c := range r.clients {
+		if c.resumable {
+			c.enqueue(gap, itemControl)
 		}
 	}
 }

@@ -19,15 +19,16 @@ type gapInfo struct {
 // a gap. last is the seq of the last message delivered live before c was
 // registered, so the replay ends exactly where live delivery begins.
 func (r *Registry) replay(ctx context.Context, c *Client, o ConnOptions, last uint64) []item {
-	pos := Position{Epoch: r.epoch, Seq: last}
+	epoch := *r.epoch.Load()
+	pos := Position{Epoch: epoch, Seq: last}
 	items := []item{{b: controlFrame(TypeHello, pos)}}
 	gap := func(reason string) []item {
 		return append(items, item{b: controlFrame(TypeGap, gapInfo{reason, o.Since, pos.Epoch, pos.Seq})})
 	}
 	switch {
-	case o.FromNow || o.Since == last && (o.Epoch == "" || o.Epoch == r.epoch):
+	case o.FromNow || o.Since == last && (o.Epoch == "" || o.Epoch == epoch):
 		return items
-	case o.Epoch != "" && o.Epoch != r.epoch:
+	case o.Epoch != "" && o.Epoch != epoch:
 		return gap("epoch")
 	case o.Since > last:
 		return gap("ahead")
