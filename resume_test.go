@@ -188,7 +188,7 @@ func TestTopicsFilterDeliveryAndReplay(t *testing.T) {
 
 	// Replay honours topics too.
 	c := dial(t, s.ws+"?since=0&topic=invoices")
-	read(t, c) // hello
+	read(t, c)                                                                 // hello
 	if diff := cmp.Diff([]uint64{2, 3, 5}, seqs(readN(t, c, 3))); diff != "" { // 3 had no topic: for everyone
 		t.Errorf("replay for invoices (-want +got):\n%s", diff)
 	}
