@@ -22,6 +22,7 @@ type Client struct {
 	resumable bool                // asked for resume: hears about epoch changes
 	topics    map[string]struct{} // guarded by r.mu
 	cancel    context.CancelFunc  // drops the connection without a handshake
+	cork      *corkConn           // the hijacked connection, for coalesced writes; nil for Add
 
 	mu          sync.Mutex
 	queue       []item
@@ -146,16 +147,47 @@ func (c *Client) writeLoop() {
 		c.queuedBytes = 0
 		c.mu.Unlock()
 
-		for i, it := range batch {
-			if !c.write(it) {
-				c.mu.Lock()
-				c.writing = false
-				c.mu.Unlock()
-				c.r.stats.dropped.Add(uint64(countMessages(batch[i+1:])))
-				return
-			}
+		if !c.writeBatch(batch) {
+			c.mu.Lock()
+			c.writing = false
+			c.mu.Unlock()
+			return
 		}
 	}
+}
+
+// writeBatch writes a batch in order and reports whether to go on. On a
+// connection from the Handler, each run of frames is gathered and sent with
+// one write system call (see corkConn); pings and closes go out at once.
+func (c *Client) writeBatch(batch []item) bool {
+	corked := false
+	uncork := func() bool {
+		corked = false
+		c.writeStart.Store(time.Now().UnixNano())
+		err := c.cork.uncork()
+		c.writeStart.Store(0)
+		return err == nil
+	}
+	for i, it := range batch {
+		if c.cork != nil {
+			frame := it.kind == itemMessage || it.kind == itemControl
+			if frame && !corked {
+				c.cork.cork()
+				corked = true
+			} else if !frame && corked && !uncork() {
+				c.r.stats.dropped.Add(uint64(countMessages(batch[i:])))
+				return false
+			}
+		}
+		if !c.write(it) {
+			if corked {
+				uncork() // send what was gathered before the failure, e.g. a close frame
+			}
+			c.r.stats.dropped.Add(uint64(countMessages(batch[i+1:])))
+			return false
+		}
+	}
+	return !corked || uncork()
 }
 
 // write performs one queued item and reports whether to go on.

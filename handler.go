@@ -70,7 +70,8 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 
-	conn, err := websocket.Accept(w, req, &websocket.AcceptOptions{
+	hw := &hijacker{ResponseWriter: w}
+	conn, err := websocket.Accept(hw, req, &websocket.AcceptOptions{
 		OriginPatterns:     r.opts.OriginPatterns,
 		InsecureSkipVerify: r.opts.InsecureAllowAnyOrigin,
 		// Compression stays off: permessage-deflate costs a compressor per
@@ -85,7 +86,7 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	// The request's context must not be used after the hijack; the
 	// connection lives until it ends or the Registry stops.
-	err = r.serveConn(r.base, conn, o)
+	err = r.serveConn(r.base, conn, o, hw.conn)
 	if err != nil {
 		r.opts.Logger.Debug("notify: connection ended", "remote", req.RemoteAddr, "err", err)
 	}

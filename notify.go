@@ -108,18 +108,18 @@ func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts ...ConnOp
 		conn.Close(websocket.StatusPolicyViolation, truncateReason(err.Error()))
 		return err
 	}
-	return r.serveConn(ctx, conn, o)
+	return r.serveConn(ctx, conn, o, nil)
 }
 
 // serveConn is Add once the topics are checked.
-func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOptions) error {
+func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOptions, cork *corkConn) error {
 	conn.SetReadLimit(r.opts.ReadLimit)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(r.base, cancel)
 	defer stop()
 
-	c, err := r.register(ctx, conn, o, cancel)
+	c, err := r.register(ctx, conn, o, cancel, cork)
 	if err != nil {
 		code := websocket.StatusTryAgainLater
 		if errors.Is(err, ErrClosed) {
@@ -139,7 +139,7 @@ var (
 
 // register adds a client to the registry and, for a resuming client, queues
 // its hello and replay ahead of any live message.
-func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc) (*Client, error) {
+func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc, cork *corkConn) (*Client, error) {
 	c := &Client{
 		r:         r,
 		conn:      conn,

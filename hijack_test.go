@@ -1,0 +1,55 @@
+package notify_test
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/wsnotify/notify"
+)
+
+// maskedFrame builds a client text frame (clients must mask).
+func maskedFrame(payload string) []byte {
+	key := [4]byte{1, 2, 3, 4}
+	f := []byte{0x81, 0x80 | byte(len(payload))}
+	f = append(f, key[:]...)
+	for i := range len(payload) {
+		f = append(f, payload[i]^key[i%4])
+	}
+	return f
+}
+
+// TestFrameSentWithHandshakeIsRead sends the upgrade request and a first
+// frame in one write, so the HTTP server has buffered the frame when the
+// connection is hijacked: it must still reach OnMessage.
+func TestFrameSentWithHandshakeIsRead(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 1)
+	s := newServer(t, &notify.Options{OnMessage: func(_ context.Context, _ *notify.Client, data []byte) { got <- string(data) }})
+	nc, err := net.Dial("tcp", s.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := "GET / HTTP/1.1\r\nHost: " + s.srv.Listener.Addr().String() + "\r\n" +
+		"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	if _, err := nc.Write(append([]byte(req), maskedFrame(`{"type":"early"}`)...)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	select {
+	case m := <-got:
+		if m != `{"type":"early"}` {
+			t.Errorf("OnMessage got %q", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the frame sent with the handshake never reached OnMessage")
+	}
+}
