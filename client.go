@@ -310,7 +310,8 @@ func (c *Client) goAway(flush bool) {
 		c.queue = c.queue[:0]
 	}
 	c.closeBegun = true
-	c.held = false
+	// A held queue stays held: the resume replay must still go first, and
+	// register releases it right away.
 	c.queue = append(c.queue, item{kind: itemClose})
 	c.startWriter()
 }

@@ -63,7 +63,7 @@ func (c *Client) handle(ctx context.Context, data []byte) {
 	if !bytes.Contains(data, []byte(`"`+reservedPrefix)) || json.Unmarshal(data, &in) != nil ||
 		!strings.HasPrefix(in.Type, reservedPrefix) {
 		if c.r.opts.OnMessage != nil {
-			c.r.opts.OnMessage(ctx, c, data)
+			c.onMessage(ctx, data)
 		}
 		return
 	}
@@ -79,6 +79,19 @@ func (c *Client) handle(ctx context.Context, data []byte) {
 	default:
 		c.fail(websocket.StatusPolicyViolation, truncateReason("notify: unknown reserved type "+in.Type), errReserved)
 	}
+}
+
+// onMessage runs the OnMessage hook. A panic in it closes this connection
+// with 1011 (internal error) instead of taking down the process or leaving
+// the connection registered.
+func (c *Client) onMessage(ctx context.Context, data []byte) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.r.opts.Logger.Error("notify: OnMessage panicked", "client", c.id, "panic", p)
+			c.fail(websocket.StatusInternalError, "notify: internal error", fmt.Errorf("notify: OnMessage panicked: %v", p))
+		}
+	}()
+	c.r.opts.OnMessage(ctx, c, data)
 }
 
 // subscribe adds a topic at run time. Messages broadcast from then on are

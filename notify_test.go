@@ -435,3 +435,21 @@ func TestConcurrentChurn(t *testing.T) {
 		t.Errorf("Len = %d after every client left", n)
 	}
 }
+
+func TestPanickingOnMessageClosesOnlyThatConnection(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, &notify.Options{OnMessage: func(context.Context, *notify.Client, []byte) { panic("boom") }})
+	bystander, _ := dialReady(t, s, "")
+	c, _ := dialReady(t, s, "")
+	c.Write(context.Background(), websocket.MessageText, []byte(`{"type":"x"}`))
+	if _, code := readUntilClose(t, c); code != websocket.StatusInternalError {
+		t.Errorf("close code %d, want 1011", code)
+	}
+	if errs := s.waitGone(t, 1); closeCode(errs[0]) != websocket.StatusInternalError {
+		t.Errorf("OnDisconnect err %v", errs[0])
+	}
+	broadcast(t, s.reg, notify.SocketMessage{Type: "still.here"})
+	if m := read(t, bystander); m.Type != "still.here" {
+		t.Errorf("bystander got %+v", m)
+	}
+}
