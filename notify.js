@@ -104,6 +104,12 @@ export class NotifyClient {
       this.setState("open");
     };
     ws.onmessage = (ev) => this.receive(ev.data);
+    // Browsers follow a failed handshake's error with a close event; some
+    // other runtimes do not, so treat an error that left the socket closed
+    // as a close (the handler below runs once per socket either way).
+    ws.onerror = () => {
+      if (ws.readyState === WebSocket.CLOSED) ws.onclose({ code: 1006 });
+    };
     ws.onclose = (ev) => {
       if (this.ws !== ws || this.closed) return;
       this.ws = null;

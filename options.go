@@ -45,9 +45,11 @@ type Options struct {
 	// topics scope data per tenant or user.
 	AuthorizeTopic func(ctx context.Context, id Identity, topic string) error
 
-	// OnConnect, if set, is called once a connection is registered, before
-	// any message is delivered to it. It runs on the connection's own
-	// goroutine; a slow hook delays only that connection.
+	// OnConnect, if set, is called once a connection is registered: from
+	// then on every broadcast reaches it, so the hook may send it a targeted
+	// welcome ([SocketMessage.Client]). Delivery may already have begun when
+	// it runs. It runs on the connection's own goroutine, before the first
+	// inbound frame is read; a slow hook delays only that connection.
 	OnConnect func(c *Client)
 
 	// OnDisconnect, if set, is called once after a connection is
