@@ -347,12 +347,13 @@ func (c *Client) serve(ctx context.Context) error {
 	if begin {
 		c.conn.CloseNow() // the read failed, so the connection is already closing; make sure
 	}
-	c.cancel() // unblocks a writer stuck in a write
+	ended := ctx.Err() // whether ctx ended the connection, read before cancelling it below
+	c.cancel()         // unblocks a writer stuck in a write
 	c.writers.Wait()
 	c.r.unregister(c)
 
 	if result == nil {
-		result = c.endReason(ctx, readErr)
+		result = c.endReason(ended, readErr)
 	}
 	if c.r.opts.OnDisconnect != nil {
 		c.r.opts.OnDisconnect(c, result)
@@ -362,8 +363,9 @@ func (c *Client) serve(ctx context.Context) error {
 }
 
 // endReason turns the read loop's error into Add's result when the library
-// did not close the connection itself.
-func (c *Client) endReason(ctx context.Context, readErr error) error {
+// did not close the connection itself. ended is the connection context's
+// error as it was when the read loop returned.
+func (c *Client) endReason(ended, readErr error) error {
 	c.mu.Lock()
 	leaving := c.closeBegun && c.err == nil
 	c.mu.Unlock()
@@ -371,8 +373,8 @@ func (c *Client) endReason(ctx context.Context, readErr error) error {
 	case websocket.StatusNormalClosure, websocket.StatusGoingAway:
 		return nil
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
+	if ended != nil {
+		return ended
 	}
 	if c.r.base.Err() != nil || (leaving && c.r.isClosed()) {
 		return nil // the Registry is shutting down
