@@ -60,11 +60,21 @@ func (c *Client) readLoop(ctx context.Context) error {
 // handle acts on one valid text frame.
 func (c *Client) handle(ctx context.Context, data []byte) {
 	var in inbound
-	if !bytes.Contains(data, []byte(`"`+reservedPrefix)) || json.Unmarshal(data, &in) != nil ||
-		!strings.HasPrefix(in.Type, reservedPrefix) {
+	var err error
+	// Only frames that could be reserved are decoded: the prefix appears
+	// plainly or, spelled with JSON escapes, after a \u.
+	if bytes.Contains(data, []byte(`"`+reservedPrefix)) || bytes.Contains(data, []byte(`\u`)) {
+		err = json.Unmarshal(data, &in)
+	}
+	if !strings.HasPrefix(in.Type, reservedPrefix) {
 		if c.r.opts.OnMessage != nil {
 			c.onMessage(ctx, data)
 		}
+		return
+	}
+	if err != nil { // a JSON object of a reserved type with a field of the wrong type
+		c.fail(websocket.StatusPolicyViolation, truncateReason("notify: malformed "+in.Type+" message"),
+			fmt.Errorf("notify: malformed reserved message: %w", err))
 		return
 	}
 	switch in.Type {
