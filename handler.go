@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -23,7 +24,8 @@ import (
 //	400  not a WebSocket upgrade request (a plain GET), or bad query values
 //	426  an Upgrade: websocket request that breaks the handshake rules
 //	403  an Origin not allowed by Options.OriginPatterns
-//	401  Options.Authorize refused the request (403 if it wrapped ErrForbidden)
+//	401  Options.Authorize refused the request (403 if it wrapped ErrForbidden),
+//	     or returned an Identity whose Expires has passed
 //	403  Options.AuthorizeTopic refused a topic
 //	429  Options.MaxConnectionsPerUser is reached
 //
@@ -118,6 +120,9 @@ func (r *Registry) authorize(req *http.Request) (Identity, int, error) {
 		return Identity{}, 0, nil
 	}
 	id, err := r.opts.Authorize(req)
+	if err == nil && !id.Expires.IsZero() && !time.Now().Before(id.Expires) {
+		err = errExpired // never upgrade for an authorisation that has already ended
+	}
 	if err == nil {
 		return id, 0, nil
 	}
