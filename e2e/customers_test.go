@@ -1,0 +1,365 @@
+package e2e_test
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gocmp "github.com/google/go-cmp/cmp"
+	"github.com/wsnotify/notify"
+	"github.com/wsnotify/notify/examples/customers/app"
+)
+
+// TestCustomersResumeAfterDrop opens the customers demo in Chromium,
+// changes customers over HTTP while the page watches, cuts the page's
+// connection, makes more changes while it is away (creations, an update, a
+// deletion, and a customer created and deleted within the outage), lets it
+// reconnect, and checks that the page shows exactly the server's
+// customers, each once.
+//
+// With the default history the page must catch up by resuming (hello, then
+// the replay) without reloading its list; with a history shorter than the
+// outage the server answers with notify.gap ("expired") and the page must
+// reload. Either way it ends in the same state.
+func TestCustomersResumeAfterDrop(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		history int // MemoryBroker.HistoryLength; 0 for the default
+		gap     string
+	}{
+		{name: "replayed from history"},
+		{name: "history too short, reloaded", history: 2, gap: "expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := app.NewMemoryStore()
+			reg := notify.New(&notify.Options{
+				Broker: notify.NewMemoryBroker(&notify.MemoryBrokerOptions{HistoryLength: tc.history}),
+			})
+			t.Cleanup(func() { reg.Close() })
+			site, lists := countLists(app.New(reg, store))
+			srv := httptest.NewServer(site)
+			t.Cleanup(srv.Close)
+			px := newProxy(t, srv.Listener.Addr().String())
+			api := newCustomersAPI(t, srv)
+
+			ada := api.create("Ada Lovelace") // before the page: it comes from the list
+			b := newBrowser(t)
+			b.navigate(px.url())
+			b.waitFor(`#state is "open"`, stateIs("open"))
+			b.waitRow(ada)
+
+			grace := api.create("Grace Hopper") // live
+			linus := api.create("Linus Torvalds")
+			b.waitRow(grace)
+			b.waitRow(linus)
+
+			b.note("test: stop the proxy")
+			px.stop()
+			b.waitFor(`#state leaves "open"`, "!("+stateIs("open")+")")
+
+			b.note("test: changes while the page is away")
+			api.create("Barbara Liskov")
+			api.update(ada.ID, "Ada King")
+			api.remove(grace.ID)
+			ghost := api.create("Short Lived")
+			api.remove(ghost.ID)
+			api.create("Ken Thompson")
+			// One socket so far; wait for a second one to be refused, so
+			// the page has been through its retry path, not just lucky.
+			b.waitSockets("a refused reconnection attempt", func(created, closed int) bool {
+				return created >= 2 && closed >= 2
+			})
+
+			b.note("test: restart the proxy")
+			px.start()
+			b.waitFor(`#state is "open" again`, stateIs("open"))
+			api.checkPage(b, store)
+
+			frames := parseFrames(t, b.receivedFrames())
+			gaps := ofType(frames, notify.TypeGap)
+			hellos := ofType(frames, notify.TypeHello)
+			if len(hellos) != 2 {
+				t.Errorf("the page received %d notify.hello messages, want 2 (first connection and resume)", len(hellos))
+			}
+			if tc.gap == "" {
+				if len(gaps) != 0 || lists.Load() != 1 {
+					t.Errorf("with the outage within history, the page got %d notify.gap and loaded the list %d times; want it to resume by replay: 0 gaps, 1 load", len(gaps), lists.Load())
+				}
+				return
+			}
+			if len(gaps) != 1 || gapReason(t, gaps[0]) != tc.gap {
+				t.Errorf("the page got notify.gap messages %v; want one with reason %q", gaps, tc.gap)
+			}
+			if lists.Load() < 2 {
+				t.Errorf("the page loaded the list %d times; after a gap it must reload it", lists.Load())
+			}
+		})
+	}
+}
+
+// TestCustomersServerRestart serves the page from one server process, then
+// "restarts" it behind the same address: the old Registry shuts down (the
+// page is told 1001, going away), the old server stops listening, changes
+// are made on a new server with a new Registry (a new epoch) over the same
+// store, and the proxy is pointed at it. The page must reconnect, be told
+// notify.gap (reason "epoch", with the new epoch), reload its list from the
+// new server and show exactly the right customers.
+func TestCustomersServerRestart(t *testing.T) {
+	store := app.NewMemoryStore()
+	reg1 := notify.New(nil)
+	t.Cleanup(func() { reg1.Close() })
+	srv1 := httptest.NewServer(app.New(reg1, store))
+	t.Cleanup(srv1.Close)
+	px := newProxy(t, srv1.Listener.Addr().String())
+	api := newCustomersAPI(t, srv1)
+
+	ada := api.create("Ada Lovelace")
+	b := newBrowser(t)
+	b.navigate(px.url())
+	b.waitFor(`#state is "open"`, stateIs("open"))
+	b.waitRow(ada)
+	grace := api.create("Grace Hopper")
+	b.waitRow(grace)
+
+	b.note("test: shut the first server down")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := reg1.Shutdown(ctx); err != nil {
+		t.Fatalf("reg1.Shutdown: %v", err)
+	}
+	srv1.Close()
+	b.waitFor(`#state leaves "open"`, "!("+stateIs("open")+")")
+
+	b.note("test: start the second server; changes while the page is away")
+	reg2 := notify.New(nil)
+	t.Cleanup(func() { reg2.Close() })
+	site2, lists2 := countLists(app.New(reg2, store))
+	srv2 := httptest.NewServer(site2)
+	t.Cleanup(srv2.Close)
+	api.srv = srv2
+	api.create("Barbara Liskov")
+	api.update(ada.ID, "Ada King")
+	api.remove(grace.ID)
+	api.create("Ken Thompson")
+	b.waitSockets("a failed reconnection attempt", func(created, closed int) bool {
+		return created >= 2 && closed >= 2
+	})
+	b.note("test: the second server takes over the address")
+	px.setBackend(srv2.Listener.Addr().String())
+
+	b.waitFor(`#state is "open" again`, stateIs("open"))
+	api.checkPage(b, store)
+
+	gaps := ofType(parseFrames(t, b.receivedFrames()), notify.TypeGap)
+	if len(gaps) != 1 {
+		t.Fatalf("the page got %d notify.gap messages, want 1: %v", len(gaps), gaps)
+	}
+	var info struct{ Reason, Epoch string }
+	if err := json.Unmarshal(gaps[0].Data, &info); err != nil {
+		t.Fatalf("notify.gap data %s: %v", gaps[0].Data, err)
+	}
+	if want := reg2.Position().Epoch; info.Reason != "epoch" || info.Epoch != want {
+		t.Errorf("notify.gap said reason %q, epoch %q; want reason \"epoch\", epoch %q (the new server's)", info.Reason, info.Epoch, want)
+	}
+	if lists2.Load() == 0 {
+		t.Error("the page never loaded the list from the new server after the gap")
+	}
+}
+
+// customersAPI drives the demo's REST API on a backend directly, never
+// through the proxy, so it works while the page is cut off, and keeps the
+// state the page must end up showing.
+type customersAPI struct {
+	t     *testing.T
+	srv   *httptest.Server
+	model map[int64]app.Customer
+}
+
+func newCustomersAPI(t *testing.T, srv *httptest.Server) *customersAPI {
+	return &customersAPI{t: t, srv: srv, model: map[int64]app.Customer{}}
+}
+
+func (a *customersAPI) create(name string) app.Customer {
+	a.t.Helper()
+	c := a.call(http.MethodPost, "/api/customers", http.StatusCreated, emailFor(name), name)
+	a.model[c.ID] = c
+	return c
+}
+
+func (a *customersAPI) update(id int64, name string) app.Customer {
+	a.t.Helper()
+	c := a.call(http.MethodPut, fmt.Sprintf("/api/customers/%d", id), http.StatusOK, emailFor(name), name)
+	a.model[c.ID] = c
+	return c
+}
+
+func (a *customersAPI) remove(id int64) {
+	a.t.Helper()
+	a.call(http.MethodDelete, fmt.Sprintf("/api/customers/%d", id), http.StatusOK, "", "")
+	delete(a.model, id)
+}
+
+func emailFor(name string) string {
+	return strings.ToLower(strings.Fields(name)[0]) + "@example.com"
+}
+
+func (a *customersAPI) call(method, path string, status int, email, name string) app.Customer {
+	a.t.Helper()
+	var body io.Reader
+	if name != "" {
+		b, _ := json.Marshal(map[string]string{"name": name, "email": email})
+		body = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, a.srv.URL+path, body)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := a.srv.Client().Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != status {
+		a.t.Fatalf("%s %s: %d %s (%v); want %d", method, path, res.StatusCode, raw, err, status)
+	}
+	var c app.Customer
+	if err := json.Unmarshal(raw, &c); err != nil {
+		a.t.Fatalf("%s %s: decoding %s: %v", method, path, raw, err)
+	}
+	return c
+}
+
+// want is what the page must show: every customer, by ID.
+func (a *customersAPI) want() []pageRow {
+	var rows []pageRow
+	for _, c := range slices.SortedFunc(maps.Values(a.model), func(x, y app.Customer) int { return cmp.Compare(x.ID, y.ID) }) {
+		rows = append(rows, pageRow{ID: c.ID, Name: c.Name, Email: c.Email, InList: true})
+	}
+	return rows
+}
+
+// checkPage settles the page and compares what it shows with the model.
+//
+// It first creates one more customer, the fence, and waits for its row.
+// The server delivers a connection's messages in seq order, so once the
+// page shows the fence it has handled every earlier change: the rows can
+// then be compared exactly, with no wait for them to become right (a
+// missing, stale or duplicated customer shows up in the diff).
+func (a *customersAPI) checkPage(b *browser, store app.Store) {
+	a.t.Helper()
+	fence := a.create("Fence Post")
+	b.waitRow(fence)
+
+	got := eval[[]pageRow](b, rowsJS)
+	if diff := gocmp.Diff(a.want(), got); diff != "" {
+		a.t.Errorf("the page's customers (-want +got):\n%s", diff)
+	}
+	// The model is what the API answered; it must also be what was stored.
+	stored, err := store.List(context.Background())
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if diff := gocmp.Diff(slices.Collect(maps.Values(a.model)), stored, sortByID); diff != "" {
+		a.t.Errorf("the test's model differs from the store (-model +store):\n%s", diff)
+	}
+}
+
+var sortByID = gocmp.Transformer("sortByID", func(cs []app.Customer) []app.Customer {
+	return slices.SortedFunc(slices.Values(cs), func(x, y app.Customer) int { return cmp.Compare(x.ID, y.ID) })
+})
+
+// pageRow is one element of the page marked with data-id: a customer as
+// the page shows it, and whether it is a row of the #customers table.
+type pageRow struct {
+	ID     int64  `json:"id"`
+	Name   string `json:"name"`
+	Email  string `json:"email"`
+	InList bool   `json:"inList"`
+}
+
+// rowsJS reads every [data-id] element of the page, in document order.
+const rowsJS = `[...document.querySelectorAll("[data-id]")].map((el) => ({
+	id: Number(el.dataset.id),
+	name: el.querySelector("td.name")?.textContent ?? "",
+	email: el.querySelector("td.email")?.textContent ?? "",
+	inList: el.parentElement === document.getElementById("customers"),
+}))`
+
+// stateIs is a JavaScript condition: the page's #state reads s.
+func stateIs(s string) string {
+	return fmt.Sprintf(`document.getElementById("state")?.textContent === %s`, jsString(s))
+}
+
+// waitRow waits until the page shows c's row with c's current name.
+func (b *browser) waitRow(c app.Customer) {
+	b.t.Helper()
+	b.waitFor(fmt.Sprintf("row %d %q", c.ID, c.Name), fmt.Sprintf(
+		`document.querySelector('#customers [data-id="%d"] td.name')?.textContent === %s`, c.ID, jsString(c.Name)))
+}
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// countLists wraps the demo's handler to count GET /api/customers: the
+// tests make none themselves, so each is the page loading its list.
+func countLists(h http.Handler) (http.Handler, *atomic.Int32) {
+	var n atomic.Int32
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/api/customers" {
+			n.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}), &n
+}
+
+// frame is a message the page received, as far as the tests look at it.
+type frame struct {
+	Seq  uint64          `json:"seq"`
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+	Raw  string          `json:"-"`
+}
+
+func parseFrames(t *testing.T, raw []string) []frame {
+	t.Helper()
+	out := make([]frame, len(raw))
+	for i, s := range raw {
+		if err := json.Unmarshal([]byte(s), &out[i]); err != nil {
+			t.Fatalf("frame %q: %v", s, err)
+		}
+		out[i].Raw = s
+	}
+	return out
+}
+
+func ofType(frames []frame, typ string) []frame {
+	return slices.DeleteFunc(slices.Clone(frames), func(f frame) bool { return f.Type != typ })
+}
+
+func gapReason(t *testing.T, f frame) string {
+	t.Helper()
+	var info struct{ Reason string }
+	if err := json.Unmarshal(f.Data, &info); err != nil {
+		t.Fatalf("notify.gap data %s: %v", f.Data, err)
+	}
+	return info.Reason
+}
+
+func (f frame) String() string { return f.Raw }
