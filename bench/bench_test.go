@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	// The harness re-executes its binary as a server; under go test that
+	// binary is the test binary.
+	if name := os.Getenv(serveEnv); name != "" {
+		if err := serverMain(name); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// serverFrame builds an unmasked frame as a server sends it.
+func serverFrame(b0 byte, payload []byte) []byte {
+	out := []byte{b0}
+	switch n := len(payload); {
+	case n < 126:
+		out = append(out, byte(n))
+	case n < 1<<16:
+		out = append(out, 126, byte(n>>8), byte(n))
+	default:
+		out = append(out, 127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(out, payload...)
+}
+
+func TestParseFrame(t *testing.T) {
+	for _, size := range []int{0, 1, 125, 126, 1000, 65535, 65536, 70000} {
+		payload := bytes.Repeat([]byte{'x'}, size)
+		f := serverFrame(0x81, payload)
+		if got := needed(f[:min(len(f), 10)]); got != len(f) {
+			t.Errorf("size %d: needed = %d, want %d", size, got, len(f))
+		}
+		// Every strict prefix is incomplete, never an error.
+		for _, cut := range []int{0, 1, 2, 3, len(f) - 1} {
+			if cut < 0 || cut >= len(f) {
+				continue
+			}
+			if _, _, _, n, err := parseFrame(f[:cut]); n != 0 || err != nil {
+				t.Fatalf("size %d, prefix %d: n=%d err=%v", size, cut, n, err)
+			}
+		}
+		op, fin, p, n, err := parseFrame(append(f, 0x89, 0))
+		if err != nil || op != opText || !fin || n != len(f) || !bytes.Equal(p, payload) {
+			t.Fatalf("size %d: op=%d fin=%v len=%d n=%d err=%v", size, op, fin, len(p), n, err)
+		}
+	}
+	bad := [][]byte{
+		{0x81, 0x85, 1, 2, 3, 4, 'h', 'e', 'l', 'l', 'o'}, // masked server frame
+		{0xc1, 0x00},            // RSV1 without an extension
+		{0x09, 0x00},            // fragmented control frame
+		{0x89, 126, 0x00, 0x80}, // control frame over 125 bytes
+	}
+	for _, b := range bad {
+		if _, _, _, _, err := parseFrame(b); err == nil {
+			t.Errorf("% x: no error", b)
+		}
+	}
+}
+
+func TestClientFrameRoundTrip(t *testing.T) {
+	payload := []byte(`{"id":1,"connect":{}}`)
+	f := appendClientFrame(nil, opText, payload)
+	if f[0] != 0x81 || f[1] != 0x80|byte(len(payload)) {
+		t.Fatalf("header % x", f[:2])
+	}
+	key, body := f[2:6], f[6:]
+	for i := range body {
+		body[i] ^= key[i&3]
+	}
+	if !bytes.Equal(body, payload) {
+		t.Fatalf("unmasked %q", body)
+	}
+}
+
+func TestFields(t *testing.T) {
+	notify := []byte(`{"seq":18,"type":"bench","data":{"i":17,"t":1764000000000000001,"p":"xx"},"time":"2026-01-01T00:00:00Z"}`)
+	centrifuge := []byte(`{"push":{"channel":"bench","pub":{"data":` + string(notify) + `}}}`)
+	for _, m := range [][]byte{notify, centrifuge} {
+		i, ts, ok := fields(m)
+		if !ok || i != 17 || ts != 1764000000000000001 {
+			t.Errorf("fields(%s) = %d, %d, %v", m, i, ts, ok)
+		}
+	}
+	if _, _, ok := fields([]byte(`{}`)); ok {
+		t.Error("fields({}) ok")
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
+	}
+	s := summarize(&h)
+	near := func(got, want time.Duration) bool { return got >= want && got <= want+want/50 }
+	if s.N != 1000 || !near(s.P50, 500*time.Microsecond) || !near(s.P99, 990*time.Microsecond) || s.Max != time.Millisecond {
+		t.Fatalf("summary %+v", s)
+	}
+	for v := int64(0); v < 1<<20; v = v*5/4 + 1 {
+		if b := bucketOf(v); bucketHigh(b) < v || (b > 0 && bucketHigh(b-1) >= v) {
+			t.Fatalf("value %d in bucket %d (high %d)", v, b, bucketHigh(b))
+		}
+	}
+}
+
+// TestQuickScenarios runs a tiny version of each process kind against
+// notify and one peer with framing of its own, end to end: fresh server
+// processes, the load generator, the checks.
+func TestQuickScenarios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	cfg := quickConfig()
+	cfg.small, cfg.large, cfg.stallConns = 20, 40, 100
+	cfg.measure, cfg.smallDur, cfg.largeDur, cfg.stallDur = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
+	cfg.contenders = []string{"notify", "centrifuge"}
+	var results []result
+	for _, c := range cfg.contenders {
+		for _, kind := range []string{"small", "large", "stall"} {
+			results = append(results, runKind(&cfg, kind, c, 1)...)
+		}
+	}
+	rep := newReport(&cfg, machineInfo(nil), results)
+	if f := rep.failures(); len(f) > 0 {
+		t.Fatalf("failures:\n%s", strings.Join(f, "\n"))
+	}
+	for _, c := range cfg.contenders {
+		for _, key := range [][2]string{{"fanout-20", "dps"}, {"latency-40", "p99_ms"}, {"idle-40", "rss_kb"}, {"stall-100", "p99_ms"}} {
+			if _, ok := rep.get(key[0], c, key[1]); !ok {
+				t.Errorf("%s: no %s in %s", c, key[1], key[0])
+			}
+		}
+		if s, _ := rep.get("fanout-20", c, "lost"); s.med != 0 {
+			t.Errorf("%s lost %v notifications in the fan-out", c, s.med)
+		}
+	}
+	if md := rep.markdown(); !strings.Contains(md, "| notify |") {
+		t.Errorf("no notify row in\n%s", md)
+	}
+	if svg := rep.svg(); !strings.HasPrefix(svg, "<svg") {
+		t.Errorf("svg: %.40s", svg)
+	}
+}

@@ -1,0 +1,204 @@
+// Command bench measures notify side by side with the libraries users would
+// pick instead, each server in a fresh process of its own, against one
+// load-generator process (this one). See README.md.
+//
+//	go run .            full measurement (3 runs, about 12 minutes)
+//	go run . -quick     smoke test for CI (well under a minute)
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// serveEnv, when set, makes this binary a server process (see server.go).
+const serveEnv = "BENCH_SERVE"
+
+var allContenders = []string{"notify", "melody", "centrifuge", "gorilla", "naive", "raw", "raw2"}
+
+// stallContenders excludes the raw baseline: it has no defence against a
+// stalled client by design.
+var stallContenders = []string{"notify", "melody", "centrifuge", "gorilla", "naive"}
+
+func main() {
+	if name := os.Getenv(serveEnv); name != "" {
+		if err := serverMain(name); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		return
+	}
+	os.Exit(benchMain(os.Args[1:]))
+}
+
+func fullConfig() config {
+	return config{
+		runs: 3, workers: 2, dialPar: 64, window: 4,
+		small: 1000, large: 10000,
+		warm: time.Second, measure: 3 * time.Second,
+		smallRate: 50, smallDur: 4 * time.Second,
+		largeRate: 5, largeDur: 8 * time.Second,
+		settle:     time.Second,
+		stallConns: 1000, stallEvery: 100, stallRate: 100, stallDur: 7 * time.Second, stallPad: 900,
+		drain: 5 * time.Second,
+	}
+}
+
+func quickConfig() config {
+	c := fullConfig()
+	c.runs = 1
+	c.small, c.large = 100, 400
+	c.warm, c.measure = 200*time.Millisecond, 400*time.Millisecond
+	c.smallDur, c.largeRate, c.largeDur = 400*time.Millisecond, 20, 400*time.Millisecond
+	c.settle = 100 * time.Millisecond
+	c.stallConns, c.stallDur = 200, 400*time.Millisecond
+	c.drain = 3 * time.Second
+	return c
+}
+
+func benchMain(args []string) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	quick := fs.Bool("quick", false, "smoke test: small counts, one run, well under a minute")
+	runs := fs.Int("runs", 0, "repetitions of every measurement (default 3, 1 with -quick)")
+	only := fs.String("contenders", strings.Join(allContenders, ","), "contenders to run")
+	parts := fs.String("scenarios", "small,large,stall", "process kinds to run: small (fan-out and latency at 1k), large (idle memory, latency, Broadcast call time and fan-out at 10k), stall")
+	window := fs.Int("window", 0, "broadcasts in flight in the saturated fan-out (default 4)")
+	mdFile := fs.String("md", "", "write the result tables (Markdown) to this file")
+	svgFile := fs.String("svg", "", "write the chart (SVG) to this file")
+	jsonFile := fs.String("json", "", "write every measurement (JSON) to this file")
+	profDir := fs.String("cpuprofile", "", "directory for CPU profiles of the -profile servers during the saturated fan-out")
+	profile := fs.String("profile", "notify", "contenders to profile when -cpuprofile is set")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg := fullConfig()
+	if *quick {
+		cfg = quickConfig()
+	}
+	if *runs > 0 {
+		cfg.runs = *runs
+	}
+	if *window > 0 {
+		cfg.window = *window
+	}
+	cfg.contenders = strings.Split(*only, ",")
+	for _, c := range cfg.contenders {
+		if _, ok := peers[c]; !ok {
+			fmt.Fprintf(os.Stderr, "bench: unknown contender %q (have %s)\n", c, strings.Join(allContenders, ", "))
+			return 2
+		}
+	}
+	if *profDir != "" {
+		cfg.profileDir, cfg.profile = *profDir, strings.Split(*profile, ",")
+	}
+	kinds := strings.Split(*parts, ",")
+
+	info := machineInfo(args)
+	start := time.Now()
+	var results []result
+	for run := 1; run <= cfg.runs; run++ {
+		// Interleave: every contender once per process kind, in an order
+		// that rotates from run to run.
+		order := slices.Clone(cfg.contenders)
+		k := (run - 1) % len(order)
+		order = append(order[k:], order[:k]...)
+		for _, kind := range kinds {
+			for _, c := range order {
+				t := time.Now()
+				rs := runKind(&cfg, kind, c, run)
+				status := "ok"
+				for _, r := range rs {
+					if r.Err != "" {
+						status = r.Scenario + ": " + r.Err
+					}
+				}
+				if rs != nil {
+					fmt.Fprintf(os.Stderr, "run %d/%d %-5s %-10s %5.1fs  %s\n", run, cfg.runs, kind, c, time.Since(t).Seconds(), status)
+				}
+				results = append(results, rs...)
+			}
+		}
+	}
+	info.Elapsed = time.Since(start).Round(time.Second).String()
+	info.LoadAfter = loadavg()
+
+	rep := newReport(&cfg, info, results)
+	md := rep.markdown()
+	fmt.Print(md)
+	failed := rep.failures()
+	for _, f := range failed {
+		fmt.Fprintln(os.Stderr, "bench: FAILED:", f)
+	}
+	if err := writeOutputs(*mdFile, md, *svgFile, rep.svg(), *jsonFile, results); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	if len(failed) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// runKind runs one process kind for one contender (nil if it does not apply).
+func runKind(cfg *config, kind, c string, run int) []result {
+	switch kind {
+	case "small":
+		return runProcess(cfg, c, run, cfg.small, 0,
+			latency("latency-"+count(cfg.small), false, cfg.smallRate, cfg.smallDur, 0),
+			fanout("fanout-"+count(cfg.small)))
+	case "large":
+		return runProcess(cfg, c, run, cfg.large, 0,
+			idle("idle-"+count(cfg.large)),
+			latency("latency-"+count(cfg.large), true, cfg.largeRate, cfg.largeDur, 0),
+			fanout("fanout-"+count(cfg.large)))
+	case "stall":
+		if !slices.Contains(stallContenders, c) {
+			return nil
+		}
+		rs := runProcess(cfg, c, run, cfg.stallConns, 0, stall("nostall-"+count(cfg.stallConns)))
+		return append(rs, runProcess(cfg, c, run, cfg.stallConns, cfg.stallEvery, stall("stall-"+count(cfg.stallConns)))...)
+	}
+	return []result{{Scenario: kind, Contender: c, Run: run, Err: "unknown process kind"}}
+}
+
+// count names a connection count: 1000 → "1k".
+func count(n int) string {
+	if n >= 1000 && n%1000 == 0 {
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+func writeOutputs(mdFile, md, svgFile, svg, jsonFile string, results []result) error {
+	if mdFile != "" {
+		if err := os.WriteFile(mdFile, []byte(md), 0o644); err != nil {
+			return err
+		}
+	}
+	if svgFile != "" {
+		if err := os.WriteFile(svgFile, []byte(svg), 0o644); err != nil {
+			return err
+		}
+	}
+	if jsonFile != "" {
+		b, err := json.MarshalIndent(results, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(jsonFile, b, 0o644)
+	}
+	return nil
+}
+
+// selfCPU is the load generator's own CPU time, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return tv(ru.Utime) + tv(ru.Stime)
+}
