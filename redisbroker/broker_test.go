@@ -1,0 +1,280 @@
+package redisbroker_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/wsnotify/notify"
+	"github.com/wsnotify/notify/redisbroker"
+)
+
+var ctx = context.Background()
+
+func publish(t testing.TB, b *redisbroker.Broker, m notify.Message) uint64 {
+	t.Helper()
+	seq, err := b.Publish(ctx, m)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	return seq
+}
+
+func bodies(ms []notify.Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = string(m.Body)
+	}
+	return out
+}
+
+// Redis unreachable at start: New fails at once with an error that says
+// where it looked.
+func TestNewFailsWhenRedisUnreachable(t *testing.T) {
+	t.Parallel()
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t)) // nothing listens here
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	b, err := redisbroker.New(ctx, &redisbroker.Options{Addr: addr})
+	if err == nil {
+		b.Close()
+		t.Fatal("New succeeded without a Redis")
+	}
+	if !strings.Contains(err.Error(), "cannot reach Redis at "+addr) {
+		t.Errorf("error %q does not say which Redis it could not reach", err)
+	}
+}
+
+// Sequence numbers are one counter for every broker on the stream, raw
+// messages take none, and History returns regular messages only, in order,
+// with their epoch and targets.
+func TestPublishAndHistory(t *testing.T) {
+	t.Parallel()
+	s := startRedis(t)
+	a := newBroker(t, s, redisbroker.Options{})
+	b := newBroker(t, s, redisbroker.Options{})
+
+	var got []uint64
+	got = append(got, publish(t, a, notify.Message{Body: []byte(`{"n":1}`)}))
+	got = append(got, publish(t, b, notify.Message{Topic: "orders", User: "u1", Client: "c1", Body: []byte(`{"n":2}`)}))
+	got = append(got, publish(t, a, notify.Message{Raw: true, Body: []byte("raw")}))
+	got = append(got, publish(t, b, notify.Message{Body: []byte(`{"n":3}`)}))
+	if diff := cmp.Diff([]uint64{1, 2, 0, 3}, got); diff != "" {
+		t.Errorf("seqs (-want +got):\n%s", diff)
+	}
+
+	ms, err := b.History(ctx, 0, 3)
+	if err != nil {
+		t.Fatalf("History: %v", err)
+	}
+	if len(ms) != 3 || ms[0].Epoch == "" || ms[1].Epoch != ms[0].Epoch {
+		t.Fatalf("History = %+v, want 3 messages of one epoch", ms)
+	}
+	epoch := ms[0].Epoch
+	want := []notify.Message{
+		{Seq: 1, Epoch: epoch, Body: []byte(`{"n":1}`)},
+		{Seq: 2, Epoch: epoch, Topic: "orders", User: "u1", Client: "c1", Body: []byte(`{"n":2}`)},
+		{Seq: 3, Epoch: epoch, Body: []byte(`{"n":3}`)},
+	}
+	if diff := cmp.Diff(want, ms); diff != "" {
+		t.Errorf("History(0, 3) (-want +got):\n%s", diff)
+	}
+	ms, err = a.History(ctx, 1, 2)
+	if err != nil || len(ms) != 1 || ms[0].Seq != 2 {
+		t.Errorf("History(1, 2) = %+v, %v; want message 2", ms, err)
+	}
+	if ms, err := a.History(ctx, 3, 3); err != nil || len(ms) != 0 {
+		t.Errorf("History(3, 3) = %+v, %v; want nothing", ms, err)
+	}
+}
+
+// History is bounded by count: trimmed messages are reported as a gap, and
+// the stream stays near HistoryLength entries.
+func TestHistoryTrimmedByLength(t *testing.T) {
+	t.Parallel()
+	// Small stream nodes let MAXLEN ~ trim close to the limit.
+	s := startRedis(t, "--stream-node-max-entries", "4")
+	b := newBroker(t, s, redisbroker.Options{HistoryLength: 10})
+	for i := 1; i <= 50; i++ {
+		publish(t, b, notify.Message{Body: []byte(strconv.Itoa(i))})
+	}
+	ms, err := b.History(ctx, 0, 50)
+	if !errors.Is(err, notify.ErrHistoryGap) {
+		t.Fatalf("History(0, 50) error = %v, want ErrHistoryGap", err)
+	}
+	if n := len(ms); n < 10 || n > 14 || ms[n-1].Seq != 50 {
+		t.Errorf("History(0, 50) returned seqs %d..%d, want the last 10 to 14", ms[0].Seq, ms[n-1].Seq)
+	}
+	if _, err := b.History(ctx, 45, 50); err != nil {
+		t.Errorf("History(45, 50): %v, want the retained tail without error", err)
+	}
+	if n, _ := strconv.Atoi(strings.TrimPrefix(s.do("XLEN", "{notify}:log"), ":")); n > 14 {
+		t.Errorf("XLEN = %d, want at most HistoryLength plus one stream node", n)
+	}
+}
+
+// History is bounded by age, measured on Redis's clock: with an age of a
+// microsecond, everything published before the call has expired.
+func TestHistoryTrimmedByAge(t *testing.T) {
+	t.Parallel()
+	s := startRedis(t)
+	b := newBroker(t, s, redisbroker.Options{HistoryAge: time.Microsecond})
+	publish(t, b, notify.Message{Body: []byte("1")})
+	publish(t, b, notify.Message{Body: []byte("2")})
+	ms, err := b.History(ctx, 0, 2)
+	if !errors.Is(err, notify.ErrHistoryGap) || len(ms) != 0 {
+		t.Errorf("History = %+v, %v; want nothing and ErrHistoryGap", ms, err)
+	}
+}
+
+// A subscriber receives, in order and exactly once, what is published after
+// Subscribe, raw messages included; cancel waits for its goroutine, after
+// which nothing is delivered; Close is idempotent and later calls fail.
+func TestSubscribeDeliversInOrderUntilCancel(t *testing.T) {
+	t.Parallel()
+	s := startRedis(t)
+	pub := newBroker(t, s, redisbroker.Options{})
+	publish(t, pub, notify.Message{Body: []byte("before")})
+
+	b := newBroker(t, s, redisbroker.Options{})
+	got := make(chan notify.Message, 100)
+	pos, cancel, err := b.Subscribe(ctx, func(m notify.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.Seq != 1 || pos.Epoch == "" {
+		t.Errorf("position %+v, want seq 1 of an epoch", pos)
+	}
+	publish(t, pub, notify.Message{Body: []byte("a")})
+	publish(t, pub, notify.Message{Raw: true, Body: []byte("raw")})
+	publish(t, pub, notify.Message{Topic: "t", Body: []byte("b")})
+	var ms []notify.Message
+	for range 3 {
+		ms = append(ms, <-got)
+	}
+	want := []notify.Message{
+		{Seq: 2, Epoch: pos.Epoch, Body: []byte("a")},
+		{Epoch: pos.Epoch, Raw: true, Body: []byte("raw")},
+		{Seq: 3, Epoch: pos.Epoch, Topic: "t", Body: []byte("b")},
+	}
+	if diff := cmp.Diff(want, ms); diff != "" {
+		t.Errorf("delivered (-want +got):\n%s", diff)
+	}
+
+	cancel()
+	cancel() // idempotent
+	publish(t, pub, notify.Message{Body: []byte("after cancel")})
+	select { // cancel waited for the goroutine, so nothing can arrive
+	case m := <-got:
+		t.Errorf("delivered %q after cancel", m.Body)
+	default:
+	}
+
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := b.Publish(ctx, notify.Message{Body: []byte("x")}); !errors.Is(err, redisbroker.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if _, _, err := b.Subscribe(ctx, func(notify.Message) {}); !errors.Is(err, redisbroker.ErrClosed) {
+		t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
+	}
+}
+
+// A subscriber that falls further behind than the stream retains is told:
+// it delivers a raw notify.gap naming what it missed before going on, so no
+// message is lost silently.
+func TestLaggingSubscriberDeliversGap(t *testing.T) {
+	t.Parallel()
+	s := startRedis(t, "--stream-node-max-entries", "2")
+	pub := newBroker(t, s, redisbroker.Options{HistoryLength: 5})
+	b := newBroker(t, s, redisbroker.Options{HistoryLength: 5})
+
+	got := make(chan notify.Message)
+	held := make(chan struct{})
+	pos, cancel, err := b.Subscribe(ctx, func(m notify.Message) {
+		got <- m
+		<-held
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	publish(t, pub, notify.Message{Body: []byte("1")})
+	if m := <-got; string(m.Body) != "1" {
+		t.Fatalf("first delivery %q, want 1", m.Body)
+	}
+	// The subscriber is held inside deliver while 29 more messages are
+	// published and the stream is trimmed to about 5.
+	for i := 2; i <= 30; i++ {
+		publish(t, pub, notify.Message{Body: []byte(strconv.Itoa(i))})
+	}
+	close(held)
+	g := <-got
+	if !g.Raw || !strings.Contains(string(g.Body), `"type":"notify.gap"`) ||
+		!strings.Contains(string(g.Body), `"reason":"expired","since":1,"epoch":"`+pos.Epoch+`"`) {
+		t.Fatalf("after falling behind got %+v, want a raw notify.gap since 1", g)
+	}
+	next := <-got
+	if next.Seq < 20 || !strings.Contains(string(g.Body), `"seq":`+strconv.FormatUint(next.Seq-1, 10)+"}") {
+		t.Errorf("gap %s followed by seq %d; want the gap to end just before it, near the head", g.Body, next.Seq)
+	}
+	for want := next.Seq + 1; want <= 30; want++ {
+		if m := <-got; m.Seq != want {
+			t.Fatalf("delivered seq %d, want %d", m.Seq, want)
+		}
+	}
+}
+
+// History answers for the epoch the subscribers are in: once Redis has
+// lost that history, it reports a gap, even before the delivery goroutine
+// has caught up with the new epoch's messages.
+func TestHistoryRefusesAnotherEpoch(t *testing.T) {
+	t.Parallel()
+	s := startRedis(t)
+	b := newBroker(t, s, redisbroker.Options{})
+	got := make(chan notify.Message)
+	_, cancel, err := b.Subscribe(ctx, func(m notify.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	publish(t, b, notify.Message{Body: []byte("old 1")})
+	publish(t, b, notify.Message{Body: []byte("old 2")})
+	first := <-got // the goroutine cannot deliver more until the test reads
+
+	if r := s.do("FLUSHALL"); r != "+OK" {
+		t.Fatalf("FLUSHALL: %s", r)
+	}
+	publish(t, b, notify.Message{Body: []byte("new 1")})
+	publish(t, b, notify.Message{Body: []byte("new 2")})
+	ms, err := b.History(ctx, 0, 2)
+	if !errors.Is(err, notify.ErrHistoryGap) || len(ms) != 0 {
+		t.Errorf("History(0, 2) = %q, %v; want nothing and ErrHistoryGap", bodies(ms), err)
+	}
+
+	// The goroutine goes on with the new epoch, after "old 2" if it read
+	// that before the flush.
+	m := <-got
+	if string(m.Body) == "old 2" {
+		m = <-got
+	}
+	for _, want := range []string{"new 1", "new 2"} {
+		if string(m.Body) != want || m.Epoch == first.Epoch {
+			t.Fatalf("got %q in epoch %s, want %q in a new epoch", m.Body, m.Epoch, want)
+		}
+		if want == "new 1" {
+			m = <-got
+		}
+	}
+	if ms, err := b.History(ctx, 0, 2); err != nil || len(ms) != 2 {
+		t.Errorf("History in the new epoch = %q, %v", bodies(ms), err)
+	}
+}

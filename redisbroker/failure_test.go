@@ -1,0 +1,208 @@
+package redisbroker_test
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/wsnotify/notify"
+)
+
+// Publish while Redis is down returns an error to the caller of
+// Broadcast, nothing is delivered, and publishing works again once Redis
+// is back.
+func TestPublishWhileRedisDown(t *testing.T) {
+	t.Parallel()
+	s, nodes := cluster(t, 1, nil)
+	a := nodes[0]
+	cl := connect(t, "client@A", a.ws+"?since=now")
+
+	s.kill()
+	err := a.reg.Broadcast(ctx, notify.SocketMessage{Type: "test", Data: "lost"})
+	if err == nil {
+		t.Fatal("Broadcast returned nil while Redis was down")
+	}
+	t.Logf("Broadcast while Redis is down: %v", err)
+	if _, err := a.b.Publish(ctx, notify.Message{Body: []byte(`{}`)}); err == nil {
+		t.Error("Publish returned nil while Redis was down")
+	}
+
+	s.restart()
+	a.broadcast(t, "after", notify.SocketMessage{})
+	got := cl.readUntil("after")
+	// The restarted Redis is empty: a new epoch, announced first.
+	if diff := cmp.Diff([]string{notify.TypeGap, "after"}, labels(got)); diff != "" {
+		t.Errorf("received (-want +got):\n%s", diff)
+	}
+}
+
+// Redis crashes (SIGKILL, no persistence) mid-stream and comes back empty.
+// Nodes log the loss, reconnect with backoff and log that; while it is
+// down, Broadcast fails and resuming clients are told history is
+// unavailable. Messages published just before the crash are either
+// delivered or covered by the notify.gap (reason "epoch") every resumable
+// client gets before the first message of the new epoch; everything
+// published after recovery reaches every client, in one order.
+func TestRedisRestartMidStream(t *testing.T) {
+	t.Parallel()
+	s, nodes := cluster(t, 3, nil)
+	var clients []*client
+	for i := range 6 {
+		n := nodes[i%3]
+		clients = append(clients, connect(t, fmt.Sprintf("%s/%d", n.name, i), n.ws+"?since=now"))
+	}
+	epoch := clients[0].hello.Epoch
+
+	for i, n := range nodes {
+		n.broadcast(t, "before"+strconv.Itoa(i), notify.SocketMessage{})
+	}
+	for _, c := range clients {
+		c.read(3)
+	}
+	// In flight: published (Redis acknowledged them), then Redis crashes
+	// before the nodes have necessarily read them.
+	var inFlight []string
+	for i := range 20 {
+		l := "inflight" + strconv.Itoa(i)
+		nodes[i%3].broadcast(t, l, notify.SocketMessage{})
+		inFlight = append(inFlight, l)
+	}
+	s.kill()
+
+	if err := nodes[1].reg.Broadcast(ctx, notify.SocketMessage{Type: "test", Data: "down"}); err == nil {
+		t.Error("Broadcast succeeded while Redis was down")
+	}
+	// A client resuming now cannot be served from history.
+	r := connect(t, "resumer@C", fmt.Sprintf("%s?since=1&epoch=%s", nodes[2].ws, epoch))
+	if w := r.next(); w.Type != notify.TypeGap || w.gap(t).Reason != "unavailable" {
+		t.Errorf("resuming while Redis is down: got %+v, want notify.gap (unavailable)", w)
+	}
+
+	s.restart()
+	var after []string
+	for i := range 30 {
+		l := "after" + strconv.Itoa(i)
+		nodes[i%3].broadcast(t, l, notify.SocketMessage{})
+		after = append(after, l)
+	}
+
+	var order []string
+	for _, c := range clients {
+		got := c.readUntil(after[len(after)-1])
+		i := slices.IndexFunc(got, func(w wire) bool { return w.Type == notify.TypeGap })
+		if i < 0 {
+			t.Fatalf("%s: no notify.gap after the restart: %v", c.name, labels(got))
+		}
+		// Before the gap: a prefix of the in-flight messages, in order.
+		t.Logf("%s: %d of %d in-flight messages delivered, then the gap", c.name, i, len(inFlight))
+		if diff := cmp.Diff(inFlight[:i], labels(got[:i])); diff != "" {
+			t.Errorf("%s: before the gap (-want +got):\n%s", c.name, diff)
+		}
+		g := got[i].gap(t)
+		if g.Reason != "epoch" || g.Epoch == epoch || g.Seq != 0 {
+			t.Errorf("%s: gap %+v, want reason epoch, a new epoch, seq 0", c.name, g)
+		}
+		// After it: everything published after recovery, seq 1 on.
+		rest := got[i+1:]
+		if diff := cmp.Diff(span(1, uint64(len(after))), seqs(rest)); diff != "" {
+			t.Errorf("%s: seqs after the gap (-want +got):\n%s", c.name, diff)
+		}
+		if order == nil {
+			order = labels(rest)
+			if diff := cmp.Diff(after, order, cmp.Transformer("sort", func(s []string) []string {
+				return slices.Sorted(slices.Values(s))
+			})); diff != "" {
+				t.Errorf("%s: after recovery (-want +got):\n%s", c.name, diff)
+			}
+		} else if diff := cmp.Diff(order, labels(rest)); diff != "" {
+			t.Errorf("%s: another order than %s (-want +got):\n%s", c.name, clients[0].name, diff)
+		}
+	}
+
+	// The resumer, connected during the outage, gets the epoch gap too.
+	if w := r.next(); w.Type != notify.TypeGap || w.gap(t).Reason != "epoch" {
+		t.Errorf("resumer: got %+v, want notify.gap (epoch)", w)
+	}
+	for _, n := range nodes {
+		for _, want := range []string{"WARN redisbroker: lost connection", "INFO redisbroker: reconnected", "WARN redisbroker: Redis lost the stream"} {
+			if !n.logs.has(want) {
+				t.Errorf("node %s did not log %q", n.name, want)
+			}
+		}
+	}
+}
+
+// FLUSHALL on a running Redis (no connection breaks) is noticed too:
+// resumable clients get notify.gap (epoch), then the new messages.
+func TestFlushedRedis(t *testing.T) {
+	t.Parallel()
+	s, nodes := cluster(t, 2, nil)
+	cl := connect(t, "client@B", nodes[1].ws+"?since=now")
+	for i := range 3 {
+		nodes[0].broadcast(t, "old"+strconv.Itoa(i), notify.SocketMessage{})
+	}
+	cl.read(3)
+	if r := s.do("FLUSHALL"); r != "+OK" {
+		t.Fatalf("FLUSHALL: %s", r)
+	}
+	nodes[0].broadcast(t, "new", notify.SocketMessage{})
+	got := cl.read(2)
+	if diff := cmp.Diff([]string{notify.TypeGap, "new"}, labels(got)); diff != "" {
+		t.Fatalf("after FLUSHALL (-want +got):\n%s", diff)
+	}
+	if g := got[0].gap(t); g.Reason != "epoch" || g.Epoch == cl.hello.Epoch || got[1].Seq != 1 {
+		t.Errorf("gap %+v then seq %d, want a new epoch from seq 1", g, got[1].Seq)
+	}
+}
+
+// A node dies (every connection cut, no close frames) while the others go
+// on broadcasting. The others' clients see nothing of it; its clients
+// resume on the surviving nodes and miss nothing.
+func TestNodeKilled(t *testing.T) {
+	t.Parallel()
+	_, nodes := cluster(t, 3, nil)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	survivors := []*client{connect(t, "s@A", a.ws+"?since=now"), connect(t, "s@B", b.ws+"?since=now")}
+	victims := []*client{connect(t, "v1@C", c.ws+"?since=now"), connect(t, "v2@C", c.ws+"?since=now")}
+
+	var want []string
+	for i := range 10 {
+		l := fmt.Sprintf("%s%d", nodes[i%3].name, i)
+		nodes[i%3].broadcast(t, l, notify.SocketMessage{})
+		want = append(want, l)
+	}
+	last := make([]uint64, len(victims))
+	for i, v := range victims {
+		got := v.read(10)
+		last[i] = got[9].Seq
+	}
+
+	c.kill(t)
+	for i := 10; i < 30; i++ {
+		l := fmt.Sprintf("%s%d", nodes[i%2].name, i)
+		nodes[i%2].broadcast(t, l, notify.SocketMessage{})
+		want = append(want, l)
+	}
+
+	for _, s := range survivors {
+		if diff := cmp.Diff(want, labels(s.read(30))); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", s.name, diff)
+		}
+	}
+	for i, v := range victims {
+		if _, _, err := v.conn.Read(ctx); err == nil {
+			t.Fatalf("%s: connection to the killed node still open", v.name)
+		}
+		to := nodes[i%2]
+		r := connect(t, v.name+"→"+to.name, fmt.Sprintf("%s?since=%d&epoch=%s", to.ws, last[i], v.hello.Epoch))
+		got := r.read(20)
+		if diff := cmp.Diff(want[10:], labels(got)); diff != "" {
+			t.Errorf("%s resumed on %s (-want +got):\n%s", v.name, to.name, diff)
+		}
+		if diff := cmp.Diff(span(11, 30), seqs(got)); diff != "" {
+			t.Errorf("%s resumed on %s, seqs (-want +got):\n%s", v.name, to.name, diff)
+		}
+	}
+}

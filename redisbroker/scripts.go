@@ -1,0 +1,66 @@
+package redisbroker
+
+import "github.com/redis/go-redis/v9"
+
+// The broker owns two keys, both tagged {Key} so that they share one Redis
+// Cluster slot and one script may touch both:
+//
+//	{notify}:meta  hash: epoch, seq (last seq given), sub (raw entries after it)
+//	{notify}:log   stream: one entry per message, ID "<seq>-<sub>"
+//
+// A message published by Broadcast gets ID "<seq>-0" with seq one above the
+// last; a raw one (NotifyText) gets "<seq>-<sub>" with sub counting up from
+// 1 after the last seq. Stream order is therefore seq order, raw messages
+// take their place in it without using a seq, and History can ask XRANGE
+// for exactly the seq range it wants.
+//
+// Invariant: the log holds only entries of the epoch in meta, and every
+// epoch starts at seq 1. Whoever finds meta missing (a new, flushed or
+// restarted Redis) creates a new epoch and deletes any log left over; the
+// scripts below are the only writers, and Redis runs each atomically.
+
+// openLua reads meta, creating a new epoch (ARGV[1]) if there is none. It
+// leaves epoch, seq and sub in locals for the script that includes it.
+const openLua = `
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'sub')
+local epoch, seq, sub = m[1], tonumber(m[2]) or 0, tonumber(m[3]) or 0
+local function fresh()
+  epoch, seq, sub = ARGV[1], 0, 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', '0', 'sub', '0')
+end
+if not epoch then fresh() end
+`
+
+// publishScript appends one message. KEYS: meta, log. ARGV: candidate
+// epoch, history length, "1" if raw, topic, user, client, body. It returns
+// {seq, epoch}. The entry's time t comes from Redis's clock (microseconds),
+// so the age limit does not depend on the nodes' clocks agreeing.
+var publishScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end -- Redis 5: allow TIME before writes
+` + openLua + `
+if ARGV[3] == '1' then sub = sub + 1 else seq, sub = seq + 1, 0 end
+local now = redis.call('TIME')
+local f = {KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('%d-%d', seq, sub),
+  'e', epoch, 't', now[1] .. string.format('%06d', tonumber(now[2])), 'b', ARGV[7]}
+if ARGV[4] ~= '' then f[#f+1] = 'p'; f[#f+1] = ARGV[4] end
+if ARGV[5] ~= '' then f[#f+1] = 'u'; f[#f+1] = ARGV[5] end
+if ARGV[6] ~= '' then f[#f+1] = 'c'; f[#f+1] = ARGV[6] end
+redis.call('XADD', unpack(f))
+redis.call('HSET', KEYS[1], 'seq', string.format('%d', seq), 'sub', string.format('%d', sub))
+return {seq, epoch}
+`)
+
+// syncScript tells a delivery loop where the stream stands. KEYS: meta, log.
+// ARGV: candidate epoch, the epoch the loop is in ("" for none) and the last
+// seq it saw there. It returns {epoch, seq, sub}.
+//
+// If meta's seq is below what the loop already saw in the same epoch, Redis
+// lost acknowledged writes (a failover to a lagging replica, a restore from
+// an older RDB or AOF): the same seq numbers would be given to different
+// messages, so the script starts a new epoch instead and clients are told
+// about the gap.
+var syncScript = redis.NewScript(openLua + `
+if epoch == ARGV[2] and seq < tonumber(ARGV[3]) then fresh() end
+return {epoch, seq, sub}
+`)
