@@ -124,8 +124,11 @@ type Identity struct {
 	User string
 
 	// Expires, if not zero, is when the authorisation ends: the connection
-	// is closed with 1008 (policy violation) at that time and the client
-	// must reconnect, which runs Authorize again.
+	// is closed with 1008 (policy violation) at the first heartbeat tick
+	// after it, at most a quarter of the smaller of PingInterval and
+	// WriteTimeout late (2.5 s with the defaults), and the client must
+	// reconnect, which runs Authorize again. The handler refuses with 401
+	// an identity that has already expired.
 	Expires time.Time
 }
 
