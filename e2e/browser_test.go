@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,8 +28,8 @@ const (
 // browser is a headless Chromium with one tab, started for one test and
 // closed by its cleanup. It records what the page did (console output,
 // uncaught exceptions, and every WebSocket event with its frames), prints
-// that timeline when the test fails, and keeps the text frames the page
-// received for assertions.
+// that timeline when the test fails, fails the test if the page threw, and
+// keeps what became of the page's WebSockets for assertions.
 type browser struct {
 	t     *testing.T
 	ctx   context.Context // the tab
@@ -36,10 +37,23 @@ type browser struct {
 
 	mu       sync.Mutex
 	timeline []string
-	frames   []string      // text frames received by the page, in order
-	created  int           // WebSockets the page opened (or tried to)
-	closed   int           // of which have closed or failed
-	changed  chan struct{} // closed and replaced when created or closed changes
+	sockets  sockets
+	changed  chan struct{} // closed and replaced whenever sockets changes
+	thrown   int           // uncaught exceptions in the page
+}
+
+// sockets is what became of the page's WebSockets, in the order the
+// browser reported it.
+type sockets struct {
+	Created int // sockets opened, or tried
+	Closed  int // of which have closed or failed
+
+	// Handshakes lists what each attempt that reached a server was
+	// answered: 101, or the status of a refusal (400, 403, 503, ...).
+	Handshakes []int
+
+	// Frames lists the text frames received, over every socket.
+	Frames []string
 }
 
 // newBrowser starts Chromium with a fresh profile. The flags matter on this
@@ -68,6 +82,12 @@ func newBrowser(t *testing.T) *browser {
 	ctx, cancelTab := chromedp.NewContext(allocCtx)
 	b := &browser{t: t, ctx: ctx, start: time.Now(), changed: make(chan struct{})}
 	t.Cleanup(func() {
+		b.mu.Lock()
+		thrown := b.thrown
+		b.mu.Unlock()
+		if thrown > 0 {
+			t.Errorf("the page threw %d uncaught exceptions; see EXCEPTION in the timeline", thrown)
+		}
 		if t.Failed() {
 			b.dump()
 		}
@@ -98,24 +118,28 @@ func (b *browser) record(ev any) {
 	var line string
 	switch e := ev.(type) {
 	case *network.EventWebSocketCreated:
-		b.countSocket(&b.created)
+		b.update(func(s *sockets) { s.Created++ })
 		line = fmt.Sprintf("ws#%s open %s", e.RequestID, e.URL)
 	case *network.EventWebSocketHandshakeResponseReceived:
+		b.update(func(s *sockets) { s.Handshakes = append(s.Handshakes, int(e.Response.Status)) })
 		line = fmt.Sprintf("ws#%s handshake %d", e.RequestID, int(e.Response.Status))
 	case *network.EventWebSocketFrameReceived:
 		payload := string(e.Response.PayloadData)
 		if e.Response.Opcode == 1 {
-			b.mu.Lock()
-			b.frames = append(b.frames, payload)
-			b.mu.Unlock()
+			b.update(func(s *sockets) { s.Frames = append(s.Frames, payload) })
 		}
 		line = fmt.Sprintf("ws#%s <- %s", e.RequestID, payload)
 	case *network.EventWebSocketFrameSent:
 		line = fmt.Sprintf("ws#%s -> %s", e.RequestID, e.Response.PayloadData)
 	case *network.EventWebSocketFrameError:
+		// A refused upgrade gets no handshake event, only this error.
+		var status int
+		if _, err := fmt.Sscanf(e.ErrorMessage, "Error during WebSocket handshake: Unexpected response code: %d", &status); err == nil {
+			b.update(func(s *sockets) { s.Handshakes = append(s.Handshakes, status) })
+		}
 		line = fmt.Sprintf("ws#%s error %s", e.RequestID, e.ErrorMessage)
 	case *network.EventWebSocketClosed:
-		b.countSocket(&b.closed)
+		b.update(func(s *sockets) { s.Closed++ })
 		line = fmt.Sprintf("ws#%s closed", e.RequestID)
 	case *runtime.EventConsoleAPICalled:
 		args := make([]string, len(e.Args))
@@ -129,6 +153,9 @@ func (b *browser) record(ev any) {
 		if d.Exception != nil {
 			text += " " + remoteString(d.Exception)
 		}
+		b.mu.Lock()
+		b.thrown++
+		b.mu.Unlock()
 		line = fmt.Sprintf("EXCEPTION %s (%s:%d)", text, d.URL, d.LineNumber)
 	case *log.EventEntryAdded:
 		line = fmt.Sprintf("log.%s [%s] %s %s", e.Entry.Level, e.Entry.Source, e.Entry.Text, e.Entry.URL)
@@ -138,24 +165,33 @@ func (b *browser) record(ev any) {
 	b.note("%s", line)
 }
 
-func (b *browser) countSocket(n *int) {
+func (b *browser) update(f func(*sockets)) {
 	b.mu.Lock()
-	*n++
+	f(&b.sockets)
 	close(b.changed)
 	b.changed = make(chan struct{})
 	b.mu.Unlock()
 }
 
-// waitSockets waits until cond holds for the number of WebSockets the page
-// has created and the number of those that have closed (a refused attempt
-// counts as both), for at most stepTimeout.
-func (b *browser) waitSockets(what string, cond func(created, closed int) bool) {
+// socketsNow returns a copy of what the page's WebSockets did so far.
+func (b *browser) socketsNow() sockets {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sockets
+	s.Handshakes = slices.Clone(s.Handshakes)
+	s.Frames = slices.Clone(s.Frames)
+	return s
+}
+
+// waitSockets waits until cond holds for the page's WebSockets, for at
+// most stepTimeout. cond runs under the browser's lock and must not keep s.
+func (b *browser) waitSockets(what string, cond func(s sockets) bool) {
 	b.t.Helper()
 	b.note("test: wait for %s", what)
 	timeout := time.After(stepTimeout)
 	for {
 		b.mu.Lock()
-		ok, changed := cond(b.created, b.closed), b.changed
+		ok, changed := cond(b.sockets), b.changed
 		b.mu.Unlock()
 		if ok {
 			return
@@ -180,13 +216,6 @@ func (b *browser) dump() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.t.Logf("browser timeline (%d events):\n%s", len(b.timeline), strings.Join(b.timeline, "\n"))
-}
-
-// receivedFrames returns the text frames the page has received so far.
-func (b *browser) receivedFrames() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.frames...)
 }
 
 func remoteString(o *runtime.RemoteObject) string {

@@ -12,10 +12,12 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/wsnotify/notify"
 	"github.com/wsnotify/notify/examples/customers/app"
@@ -64,6 +66,22 @@ func TestCustomersResumeAfterDrop(t *testing.T) {
 			b.waitRow(grace)
 			b.waitRow(linus)
 
+			// The page's own form: the POST goes through the proxy, and the
+			// row appears when the notification does.
+			run(b, "adding a customer with the form", chromedp.Steps(
+				chromedp.SendKeys(chromedp.CSS("#name"), "Margaret Hamilton"),
+				chromedp.SendKeys(chromedp.CSS("#email"), "margaret@example.com"),
+				chromedp.Click(chromedp.CSS("#add")),
+			))
+			b.waitFor("a row for Margaret Hamilton", `[...document.querySelectorAll("#customers td.name")].some((td) => td.textContent === "Margaret Hamilton")`)
+			api.adopt(store, "Margaret Hamilton")
+			b.waitFor("the form to be reset", `document.getElementById("name").value === ""`)
+			// And its Delete button.
+			run(b, "deleting a customer with its button", chromedp.Click(
+				chromedp.CSS(fmt.Sprintf(`#customers [data-id="%d"] button.delete`, linus.ID))))
+			b.waitFor("Linus's row to go", fmt.Sprintf(`document.querySelector('#customers [data-id="%d"]') === null`, linus.ID))
+			delete(api.model, linus.ID)
+
 			b.note("test: stop the proxy")
 			px.stop()
 			b.waitFor(`#state leaves "open"`, "!("+stateIs("open")+")")
@@ -77,8 +95,8 @@ func TestCustomersResumeAfterDrop(t *testing.T) {
 			api.create("Ken Thompson")
 			// One socket so far; wait for a second one to be refused, so
 			// the page has been through its retry path, not just lucky.
-			b.waitSockets("a refused reconnection attempt", func(created, closed int) bool {
-				return created >= 2 && closed >= 2
+			b.waitSockets("a refused reconnection attempt", func(s sockets) bool {
+				return s.Created >= 2 && s.Closed >= 2
 			})
 
 			b.note("test: restart the proxy")
@@ -86,7 +104,7 @@ func TestCustomersResumeAfterDrop(t *testing.T) {
 			b.waitFor(`#state is "open" again`, stateIs("open"))
 			api.checkPage(b, store)
 
-			frames := parseFrames(t, b.receivedFrames())
+			frames := parseFrames(t, b.socketsNow().Frames)
 			gaps := ofType(frames, notify.TypeGap)
 			hellos := ofType(frames, notify.TypeHello)
 			if len(hellos) != 2 {
@@ -115,6 +133,11 @@ func TestCustomersResumeAfterDrop(t *testing.T) {
 // store, and the proxy is pointed at it. The page must reconnect, be told
 // notify.gap (reason "epoch", with the new epoch), reload its list from the
 // new server and show exactly the right customers.
+//
+// The reload is held between the server's snapshot and its answer while
+// more changes are made: they reach the page over the socket during the
+// reload, are missing from the list it then receives, and must be applied
+// on top of it.
 func TestCustomersServerRestart(t *testing.T) {
 	store := app.NewMemoryStore()
 	reg1 := notify.New(nil)
@@ -144,24 +167,41 @@ func TestCustomersServerRestart(t *testing.T) {
 	b.note("test: start the second server; changes while the page is away")
 	reg2 := notify.New(nil)
 	t.Cleanup(func() { reg2.Close() })
-	site2, lists2 := countLists(app.New(reg2, store))
+	hold := holdList(app.New(reg2, store))
+	site2, lists2 := countLists(hold)
 	srv2 := httptest.NewServer(site2)
 	t.Cleanup(srv2.Close)
+	t.Cleanup(hold.free) // before srv2.Close, which waits for the held request
 	api.srv = srv2
-	api.create("Barbara Liskov")
+	barbara := api.create("Barbara Liskov")
 	api.update(ada.ID, "Ada King")
 	api.remove(grace.ID)
-	api.create("Ken Thompson")
-	b.waitSockets("a failed reconnection attempt", func(created, closed int) bool {
-		return created >= 2 && closed >= 2
+	ken := api.create("Ken Thompson")
+	b.waitSockets("a failed reconnection attempt", func(s sockets) bool {
+		return s.Created >= 2 && s.Closed >= 2
 	})
+
 	b.note("test: the second server takes over the address")
 	px.setBackend(srv2.Listener.Addr().String())
+	hold.wait(t)
+	b.note("test: changes during the page's reload")
+	api.create("Dennis Ritchie")
+	api.update(barbara.ID, "Barbara Liskov-Turing")
+	api.remove(ken.ID)
+	ghost := api.create("Short Lived")
+	api.remove(ghost.ID)
+	last := reg2.Position().Seq // the test is the only writer
+	b.waitSockets("the last change to reach the page", func(s sockets) bool {
+		return slices.ContainsFunc(s.Frames, func(f string) bool {
+			return strings.HasPrefix(f, fmt.Sprintf(`{"seq":%d,`, last))
+		})
+	})
+	hold.free()
 
 	b.waitFor(`#state is "open" again`, stateIs("open"))
 	api.checkPage(b, store)
 
-	gaps := ofType(parseFrames(t, b.receivedFrames()), notify.TypeGap)
+	gaps := ofType(parseFrames(t, b.socketsNow().Frames), notify.TypeGap)
 	if len(gaps) != 1 {
 		t.Fatalf("the page got %d notify.gap messages, want 1: %v", len(gaps), gaps)
 	}
@@ -172,10 +212,56 @@ func TestCustomersServerRestart(t *testing.T) {
 	if want := reg2.Position().Epoch; info.Reason != "epoch" || info.Epoch != want {
 		t.Errorf("notify.gap said reason %q, epoch %q; want reason \"epoch\", epoch %q (the new server's)", info.Reason, info.Epoch, want)
 	}
-	if lists2.Load() == 0 {
-		t.Error("the page never loaded the list from the new server after the gap")
+	if n := lists2.Load(); n != 1 {
+		t.Errorf("the page loaded the list from the new server %d times, want once (after the gap)", n)
 	}
 }
+
+// listHold wraps the demo's handler. The first GET /api/customers it
+// serves takes its snapshot (the position, then the list) at once but is
+// answered only when the test calls free.
+type listHold struct {
+	h        http.Handler
+	taken    chan struct{} // receives once the held snapshot is taken
+	released chan struct{}
+	once     sync.Once
+	held     atomic.Bool
+}
+
+func holdList(h http.Handler) *listHold {
+	return &listHold{h: h, taken: make(chan struct{}, 1), released: make(chan struct{})}
+}
+
+func (l *listHold) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet || r.URL.Path != "/api/customers" || l.held.Swap(true) {
+		l.h.ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder()
+	l.h.ServeHTTP(rec, r)
+	l.taken <- struct{}{}
+	select {
+	case <-l.released:
+	case <-r.Context().Done():
+		return
+	}
+	maps.Copy(w.Header(), rec.Header())
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
+}
+
+// wait waits until the held request has taken its snapshot.
+func (l *listHold) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-l.taken:
+	case <-time.After(stepTimeout):
+		t.Fatal("timed out waiting for the page to reload its list")
+	}
+}
+
+// free lets the held request answer. It is idempotent.
+func (l *listHold) free() { l.once.Do(func() { close(l.released) }) }
 
 // customersAPI drives the demo's REST API on a backend directly, never
 // through the proxy, so it works while the page is cut off, and keeps the
@@ -208,6 +294,24 @@ func (a *customersAPI) remove(id int64) {
 	a.t.Helper()
 	a.call(http.MethodDelete, fmt.Sprintf("/api/customers/%d", id), http.StatusOK, "", "")
 	delete(a.model, id)
+}
+
+// adopt adds to the model the stored customer with this name, created
+// by the page rather than by the test.
+func (a *customersAPI) adopt(store app.Store, name string) app.Customer {
+	a.t.Helper()
+	all, err := store.List(context.Background())
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	for _, c := range all {
+		if c.Name == name {
+			a.model[c.ID] = c
+			return c
+		}
+	}
+	a.t.Fatalf("no customer named %q in the store", name)
+	return app.Customer{}
 }
 
 func emailFor(name string) string {

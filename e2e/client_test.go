@@ -1,0 +1,266 @@
+package e2e_test
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	gocmp "github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/wsnotify/notify"
+)
+
+// knownBugsEnv, when set to anything, runs the checks of bugs that are
+// known and not fixed yet; without it they are skipped, with the bug named.
+const knownBugsEnv = "NOTIFY_E2E_KNOWN_BUGS"
+
+// TestClientTopicsAndDedup runs notify.js, as notify.ScriptHandler serves
+// it, in Chromium against a Registry. A client subscribed to "alpha"
+// must receive untopiced and "alpha" messages but not "beta" ones; on("*")
+// must see every message in order (envelopes and plain text frames), a
+// typed handler only its type; frames repeating a seq the client has seen
+// must be dropped; and subscribe/unsubscribe on an open connection must
+// change what it receives.
+func TestClientTopicsAndDedup(t *testing.T) {
+	s := newClientSite(t)
+	b := newBrowser(t)
+	b.navigate(s.srv.URL + "/")
+	b.waitFor("the harness", "window.ready === true")
+
+	eval[chromedp.Void](b, `start("main", {topics: ["alpha"]}, "t.alpha")`)
+	receive(t, s.connected, "the client's connection")
+	b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
+
+	b.note("test: broadcast to everyone, to alpha, to beta; repeat two seqs")
+	all := s.broadcast(t, notify.SocketMessage{Type: "t.all", Data: "to everyone"})
+	alpha := s.broadcast(t, notify.SocketMessage{Type: "t.alpha", Topic: "alpha", Data: "alpha 1"})
+	s.broadcast(t, notify.SocketMessage{Type: "t.beta", Topic: "beta", Data: "beta 1"})
+	// Frames that repeat seqs the client has handled, as a duplicated
+	// delivery would: NotifyText sends them as they are. They must be
+	// dropped, while a frame that is not an envelope goes to "text".
+	s.text(t, fmt.Sprintf(`{"seq":%d,"type":"t.all","data":"duplicate"}`, all))
+	s.text(t, fmt.Sprintf(`{"seq":%d,"type":"t.alpha","topic":"alpha","data":"duplicate"}`, alpha))
+	s.text(t, "plain text")
+	fence := s.broadcast(t, notify.SocketMessage{Type: "t.fence", Data: "fence 1"})
+	b.waitFor("fence 1", hasEntry("main", "t.fence", "fence 1"))
+
+	want := clientLog{
+		All: []logEntry{
+			{Seq: all, Type: "t.all", Data: "to everyone"},
+			{Seq: alpha, Type: "t.alpha", Topic: "alpha", Data: "alpha 1"},
+			{Text: "plain text", Data: "plain text"},
+			{Seq: fence, Type: "t.fence", Data: "fence 1"},
+		},
+		Typed:  []logEntry{{Seq: alpha, Type: "t.alpha", Topic: "alpha", Data: "alpha 1"}},
+		States: []string{"connecting", "open"},
+	}
+	if diff := gocmp.Diff(want, eval[clientLog](b, "logs.main"), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("what the client's handlers saw (-want +got):\n%s", diff)
+	}
+
+	b.note("test: subscribe to beta, unsubscribe from alpha")
+	eval[chromedp.Void](b, `(() => {
+		const c = clients.main;
+		c.subscribe("beta");
+		c.unsubscribe("alpha");
+		c.send({type: "sync"});
+	})()`)
+	// The server reads a connection's frames in order: once the hook has
+	// the application message, both subscription changes are in effect.
+	if got := receive(t, s.inbound, "the client's sync message"); got != `{"type":"sync"}` {
+		t.Fatalf("OnMessage got %s, want the client's sync message", got)
+	}
+	s.broadcast(t, notify.SocketMessage{Type: "t.alpha", Topic: "alpha", Data: "alpha 2"})
+	beta := s.broadcast(t, notify.SocketMessage{Type: "t.beta", Topic: "beta", Data: "beta 2"})
+	fence = s.broadcast(t, notify.SocketMessage{Type: "t.fence", Data: "fence 2"})
+	b.waitFor("fence 2", hasEntry("main", "t.fence", "fence 2"))
+
+	want.All = append(want.All,
+		logEntry{Seq: beta, Type: "t.beta", Topic: "beta", Data: "beta 2"},
+		logEntry{Seq: fence, Type: "t.fence", Data: "fence 2"})
+	if diff := gocmp.Diff(want, eval[clientLog](b, "logs.main"), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("after subscribe(beta) and unsubscribe(alpha) (-want +got):\n%s", diff)
+	}
+}
+
+// TestClientSubscribeWhileConnecting calls subscribe and unsubscribe right
+// after connect, before the socket is open, as a page that sets up its
+// subscriptions in one go does. The changes must take effect on the
+// connection being opened.
+func TestClientSubscribeWhileConnecting(t *testing.T) {
+	if os.Getenv(knownBugsEnv) == "" {
+		t.Skip("KNOWN BUG in notify.js: subscribe()/unsubscribe() called while the socket is connecting are lost " +
+			"(send() drops them, and the upgrade URL was built before), so the client gets the wrong topics until it reconnects; " +
+			"set " + knownBugsEnv + "=1 to run this test")
+	}
+	s := newClientSite(t)
+	b := newBrowser(t)
+	b.navigate(s.srv.URL + "/")
+	b.waitFor("the harness", "window.ready === true")
+
+	eval[chromedp.Void](b, `start("early", {topics: ["delta"]}, null, (c) => {
+		c.subscribe("gamma");
+		c.unsubscribe("delta");
+	})`)
+	receive(t, s.connected, "the client's connection")
+	b.waitFor(`the client is "open"`, `clients.early.state === "open"`)
+	// Anything the client sends on open is read before this.
+	eval[chromedp.Void](b, `clients.early.send({type: "sync"})`)
+	receive(t, s.inbound, "the client's sync message")
+
+	gamma := s.broadcast(t, notify.SocketMessage{Type: "t.gamma", Topic: "gamma", Data: "gamma"})
+	s.broadcast(t, notify.SocketMessage{Type: "t.delta", Topic: "delta", Data: "delta"})
+	fence := s.broadcast(t, notify.SocketMessage{Type: "t.fence", Data: "fence"})
+	b.waitFor("the fence", hasEntry("early", "t.fence", "fence"))
+
+	want := []logEntry{
+		{Seq: gamma, Type: "t.gamma", Topic: "gamma", Data: "gamma"},
+		{Seq: fence, Type: "t.fence", Data: "fence"},
+	}
+	if diff := gocmp.Diff(want, eval[clientLog](b, "logs.early").All, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("after subscribe(gamma) and unsubscribe(delta) while connecting (-want +got):\n%s", diff)
+	}
+}
+
+// TestClientReconnectsAfterRefusedSubscribe has a client ask, at run
+// time, for a topic the server's AuthorizeTopic refuses (it is told with
+// notify.error and stays connected), then drops its connection. The client
+// must come back, still subscribed to what it was allowed.
+func TestClientReconnectsAfterRefusedSubscribe(t *testing.T) {
+	if os.Getenv(knownBugsEnv) == "" {
+		t.Skip("KNOWN BUG in notify.js: a topic the server refused at run time (notify.error) stays in the client's topic set " +
+			"and goes on every reconnection URL, where the server refuses the whole upgrade (403 from AuthorizeTopic, 400 for an " +
+			"invalid name), so after its next disconnection the client never reconnects; set " + knownBugsEnv + "=1 to run this test")
+	}
+	s := newClientSite(t)
+	px := newProxy(t, s.srv.Listener.Addr().String())
+	b := newBrowser(t)
+	b.navigate(px.url())
+	b.waitFor("the harness", "window.ready === true")
+	eval[chromedp.Void](b, `start("main", {topics: ["alpha"]})`)
+	receive(t, s.connected, "the client's connection")
+	b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
+
+	eval[chromedp.Void](b, `clients.main.subscribe("private-to-someone-else")`)
+	b.waitFor("the refusal", `logs.main.all.some((e) => e.type === "notify.error")`)
+
+	b.note("test: drop the connection")
+	before := len(b.socketsNow().Handshakes)
+	px.stop()
+	b.waitFor(`the client leaves "open"`, `clients.main.state !== "open"`)
+	px.start()
+	b.waitSockets("the server's answer to a reconnection", func(s sockets) bool { return len(s.Handshakes) > before })
+	if got := b.socketsNow().Handshakes[before]; got != 101 {
+		t.Fatalf("the reconnection was answered %d, want 101 (Switching Protocols)", got)
+	}
+	receive(t, s.connected, "the client's new connection")
+	s.broadcast(t, notify.SocketMessage{Type: "t.alpha", Topic: "alpha", Data: "after"})
+	b.waitFor("the message after the reconnection", hasEntry("main", "t.alpha", "after"))
+}
+
+//go:embed testdata/client.html
+var clientPage []byte
+
+// clientSite serves the harness page, notify.js and a Registry, and
+// reports the Registry's connections and inbound application messages.
+type clientSite struct {
+	reg       *notify.Registry
+	srv       *httptest.Server
+	connected chan string // the ID of each registered connection
+	inbound   chan string // each frame OnMessage receives
+}
+
+func newClientSite(t *testing.T) *clientSite {
+	s := &clientSite{connected: make(chan string, 8), inbound: make(chan string, 8)}
+	s.reg = notify.New(&notify.Options{
+		// Topics named private-… belong to someone else.
+		AuthorizeTopic: func(ctx context.Context, id notify.Identity, topic string) error {
+			if strings.HasPrefix(topic, "private-") {
+				return errors.New("not your topic")
+			}
+			return nil
+		},
+		OnConnect: func(c *notify.Client) {
+			select {
+			case s.connected <- c.ID():
+			default: // more connections than any test waits for
+			}
+		},
+		OnMessage: func(ctx context.Context, c *notify.Client, data []byte) {
+			select {
+			case s.inbound <- string(data):
+			case <-ctx.Done():
+			}
+		},
+	})
+	t.Cleanup(func() { s.reg.Close() })
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(clientPage)
+	})
+	mux.Handle("GET /notify.js", notify.ScriptHandler())
+	mux.Handle("GET /ws", s.reg.Handler())
+	s.srv = httptest.NewServer(mux)
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// broadcast sends msg and returns the seq it was given.
+func (s *clientSite) broadcast(t *testing.T, msg notify.SocketMessage) uint64 {
+	t.Helper()
+	if err := s.reg.Broadcast(context.Background(), msg); err != nil {
+		t.Fatalf("Broadcast(%+v): %v", msg, err)
+	}
+	return s.reg.Position().Seq // the test is the only sender
+}
+
+func (s *clientSite) text(t *testing.T, text string) {
+	t.Helper()
+	if err := s.reg.NotifyText(context.Background(), text); err != nil {
+		t.Fatalf("NotifyText(%q): %v", text, err)
+	}
+}
+
+func receive(t *testing.T, ch <-chan string, what string) string {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(stepTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+		return ""
+	}
+}
+
+// clientLog is what the harness recorded for one client.
+type clientLog struct {
+	All    []logEntry `json:"all"`   // on("*")
+	Typed  []logEntry `json:"typed"` // on(typed)
+	States []string   `json:"states"`
+	Gaps   []any      `json:"gaps"`
+}
+
+// logEntry is one handler call: an envelope's fields, or a text frame.
+type logEntry struct {
+	Seq   uint64 `json:"seq"`
+	Type  string `json:"type"`
+	Topic string `json:"topic"`
+	Text  string `json:"text"`
+	Data  any    `json:"data"`
+}
+
+// hasEntry is a JavaScript condition: client name recorded a message of
+// type typ with this data.
+func hasEntry(name, typ, data string) string {
+	return fmt.Sprintf(`(logs[%s]?.all ?? []).some((e) => e.type === %s && e.data === %s)`,
+		jsString(name), jsString(typ), jsString(data))
+}
