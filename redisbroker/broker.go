@@ -288,7 +288,8 @@ func (b *Broker) isClosed() bool {
 type entry struct {
 	seq uint64 // the ID's first part: the message's seq, or the last seq before a raw message
 	sub int64  // the ID's second part: 0 for a regular message, >0 for a raw one
-	at  int64  // when it was added, in Unix microseconds (Redis's clock)
+	t   string // when it was added, in Unix microseconds (Redis's clock)
+	at  int64  // t parsed
 	msg notify.Message
 }
 
@@ -316,7 +317,8 @@ func decode(x redis.XMessage) (entry, error) {
 	if !e.msg.Raw {
 		e.msg.Seq = seq
 	}
-	e.at, _ = strconv.ParseInt(str("t"), 10, 64)
+	e.t = str("t")
+	e.at, _ = strconv.ParseInt(e.t, 10, 64)
 	return e, nil
 }
 

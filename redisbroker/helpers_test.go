@@ -321,8 +321,9 @@ func (l *connTracker) cut() {
 
 // logRecorder is a slog.Handler that keeps every record's message.
 type logRecorder struct {
-	mu   sync.Mutex
-	msgs []string
+	mu      sync.Mutex
+	msgs    []string
+	changed chan struct{} // closed and replaced at each record
 }
 
 func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
@@ -332,7 +333,36 @@ func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.msgs = append(h.msgs, r.Level.String()+" "+r.Message)
+	if h.changed != nil {
+		close(h.changed)
+		h.changed = nil
+	}
 	return nil
+}
+
+// waitFor waits until a record's level and message start with prefix.
+func (h *logRecorder) waitFor(t testing.TB, prefix string) {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		h.mu.Lock()
+		for _, m := range h.msgs {
+			if strings.HasPrefix(m, prefix) {
+				h.mu.Unlock()
+				return
+			}
+		}
+		if h.changed == nil {
+			h.changed = make(chan struct{})
+		}
+		changed := h.changed
+		h.mu.Unlock()
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("no log record %q within 15s", prefix)
+		}
+	}
 }
 
 // has reports whether a record's level and message start with prefix.

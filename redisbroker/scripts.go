@@ -52,15 +52,38 @@ return {seq, epoch}
 `)
 
 // syncScript tells a delivery loop where the stream stands. KEYS: meta, log.
-// ARGV: candidate epoch, the epoch the loop is in ("" for none) and the last
-// seq it saw there. It returns {epoch, seq, sub}.
+// ARGV: candidate epoch; the epoch the loop is in ("" for none); the last
+// seq it saw there; the ID of the last entry it read and that entry's t (""
+// if unknown). It returns {epoch, seq, sub, t of the newest entry or ""}.
 //
-// If meta's seq is below what the loop already saw in the same epoch, Redis
-// lost acknowledged writes (a failover to a lagging replica, a restore from
-// an older RDB or AOF): the same seq numbers would be given to different
-// messages, so the script starts a new epoch instead and clients are told
-// about the gap.
+// If Redis lost acknowledged writes (a failover to a replica that had not
+// received them, a restart from an older RDB or AOF), the same seqs would be
+// given to different messages and a loop waiting after its last ID would
+// skip the new ones. The script detects it from the loop's side: meta's seq
+// is below what the loop saw, or the loop's last entry is missing while an
+// older one is retained, or it is there with another t (a different message
+// under the same ID). Then it starts a new epoch, and clients are told about
+// the gap.
 var syncScript = redis.NewScript(openLua + `
-if epoch == ARGV[2] and seq < tonumber(ARGV[3]) then fresh() end
-return {epoch, seq, sub}
+local function field(e, name)
+  if not e then return '' end
+  for i = 1, #e[2], 2 do
+    if e[2][i] == name then return e[2][i+1] end
+  end
+  return ''
+end
+if epoch == ARGV[2] then
+  local lost = seq < tonumber(ARGV[3])
+  if not lost and ARGV[5] ~= '' then
+    local last = redis.call('XRANGE', KEYS[2], ARGV[4], ARGV[4])[1]
+    if last then
+      lost = field(last, 't') ~= ARGV[5]
+    else
+      lost = redis.call('XRANGE', KEYS[2], '-', ARGV[4], 'COUNT', 1)[1] ~= nil
+    end
+  end
+  if lost then fresh() end
+end
+local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+return {epoch, seq, sub, field(top, 't')}
 `)

@@ -40,6 +40,7 @@ type subscription struct {
 	epoch  string
 	seq    uint64 // last seq read in epoch (the stream's head at Subscribe)
 	lastID string // ID of the last entry read, where XREAD continues
+	lastT  string // its t field, which tells it from another entry with its ID; "" if unknown
 	fresh  bool   // epoch changed and no regular message of it delivered yet
 
 	down    time.Time // when the connection was lost; zero while it works
@@ -73,12 +74,12 @@ func (b *Broker) Subscribe(ctx context.Context, deliver func(notify.Message)) (n
 		deliver: deliver,
 		done:    make(chan struct{}),
 	}
-	epoch, seq, sub, err := s.open(ctx)
+	epoch, seq, sub, top, err := s.open(ctx)
 	if err != nil {
 		s.rdb.Close()
 		return notify.Position{}, nil, fmt.Errorf("redisbroker: subscribing: %w", err)
 	}
-	s.epoch, s.seq, s.lastID = epoch, seq, fmt.Sprintf("%d-%d", seq, sub)
+	s.epoch, s.seq, s.lastID, s.lastT = epoch, seq, fmt.Sprintf("%d-%d", seq, sub), top
 	s.ctx, s.stop = context.WithCancel(context.Background())
 
 	b.mu.Lock()
@@ -108,21 +109,22 @@ func (s *subscription) cancel() {
 	s.b.mu.Unlock()
 }
 
-// open runs syncScript: it returns the stream's epoch and head, creating
-// the epoch if Redis has none, or replacing it if Redis went back in time
-// under the epoch and seq this loop is at.
-func (s *subscription) open(ctx context.Context) (epoch string, seq uint64, sub int64, err error) {
-	r, err := syncScript.Run(ctx, s.rdb, s.b.keys, newEpoch(), s.epoch, s.seq).Slice()
+// open runs syncScript: it returns the stream's epoch, its head (seq and
+// sub) and the newest entry's t, creating the epoch if Redis has none, or
+// replacing it if Redis lost writes this loop had read.
+func (s *subscription) open(ctx context.Context) (epoch string, seq uint64, sub int64, top string, err error) {
+	r, err := syncScript.Run(ctx, s.rdb, s.b.keys, newEpoch(), s.epoch, s.seq, s.lastID, s.lastT).Slice()
 	if err != nil {
-		return "", 0, 0, err
+		return "", 0, 0, "", err
 	}
-	if len(r) != 3 {
-		return "", 0, 0, fmt.Errorf("unexpected reply %v", r)
+	if len(r) != 4 {
+		return "", 0, 0, "", fmt.Errorf("unexpected reply %v", r)
 	}
 	epoch, _ = r[0].(string)
 	n, _ := r[1].(int64)
 	sub, _ = r[2].(int64)
-	return epoch, uint64(n), sub, nil
+	top, _ = r[3].(string)
+	return epoch, uint64(n), sub, top, nil
 }
 
 // run is the delivery goroutine.
@@ -171,7 +173,7 @@ func (s *subscription) run() {
 // epoch from its first entry, since every epoch starts at seq 1. It
 // reports whether the epoch changed.
 func (s *subscription) sync() (changed bool, err error) {
-	epoch, _, _, err := s.open(s.ctx)
+	epoch, _, _, _, err := s.open(s.ctx)
 	if err != nil {
 		return false, err
 	}
@@ -182,7 +184,7 @@ func (s *subscription) sync() (changed bool, err error) {
 	if epoch != s.epoch {
 		s.b.log.Warn("redisbroker: Redis lost the stream (restart, flush or failover); following its new epoch",
 			"key", s.b.opts.Key, "old", s.epoch, "new", epoch, "last_seq", s.seq)
-		s.epoch, s.seq, s.lastID, s.fresh = epoch, 0, "0-0", true
+		s.epoch, s.seq, s.lastID, s.lastT, s.fresh = epoch, 0, "0-0", "", true
 		return true, nil
 	}
 	return false, nil
@@ -194,7 +196,7 @@ func (s *subscription) handle(x redis.XMessage) bool {
 	e, err := decode(x)
 	if err != nil {
 		s.b.log.Error("redisbroker: skipping malformed stream entry", "key", s.b.opts.Key, "id", x.ID, "err", err)
-		s.lastID = x.ID
+		s.lastID, s.lastT = x.ID, ""
 		return true
 	}
 	if e.msg.Epoch != s.epoch {
@@ -205,7 +207,7 @@ func (s *subscription) handle(x redis.XMessage) bool {
 		// Meta still names our epoch, so the entry is a stray (the scripts
 		// never write one): skip it rather than read it forever.
 		s.b.log.Error("redisbroker: skipping entry of another epoch", "key", s.b.opts.Key, "id", x.ID, "epoch", e.msg.Epoch)
-		s.lastID = x.ID
+		s.lastID, s.lastT = x.ID, ""
 		return true
 	}
 	if e.sub == 0 {
@@ -226,7 +228,7 @@ func (s *subscription) handle(x redis.XMessage) bool {
 			e.msg.Epoch = ""
 		}
 	}
-	s.lastID = x.ID
+	s.lastID, s.lastT = x.ID, e.t
 	s.deliver(e.msg)
 	if !e.msg.Raw && (s.b.epoch.Load() == nil || *s.b.epoch.Load() != s.epoch) {
 		epoch := s.epoch
