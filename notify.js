@@ -94,6 +94,7 @@ export class NotifyClient {
   open() {
     const u = new URL(this.url);
     for (const t of this.topics) u.searchParams.append("topic", t);
+    const asked = new Set(this.topics); // what this socket's URL subscribes to
     u.searchParams.set("since", this.seq == null ? "now" : String(this.seq));
     if (this.epoch != null && this.seq != null) u.searchParams.set("epoch", this.epoch);
     this.setState("connecting");
@@ -101,6 +102,10 @@ export class NotifyClient {
     this.ws = ws;
     ws.onopen = () => {
       this.attempt = 0;
+      // subscribe()/unsubscribe() calls made while connecting could not be
+      // sent: bring the server in line with this.topics now.
+      for (const t of this.topics) if (!asked.has(t)) this.send({ type: "notify.subscribe", topic: t });
+      for (const t of asked) if (!this.topics.has(t)) this.send({ type: "notify.unsubscribe", topic: t });
       this.setState("open");
     };
     ws.onmessage = (ev) => this.receive(ev.data);
@@ -138,6 +143,12 @@ export class NotifyClient {
       case "notify.hello":
         this.epoch = msg.data.epoch;
         if (this.seq == null) this.seq = msg.data.seq;
+        return;
+      case "notify.error":
+        // A refused subscription: forget the topic, or every reconnection
+        // URL would carry it and be refused as a whole.
+        if (msg.data && msg.data.request === "notify.subscribe") this.topics.delete(msg.data.topic);
+        this.dispatch(msg.type, msg.data, msg);
         return;
       case "notify.gap":
         this.epoch = msg.data.epoch;
