@@ -88,7 +88,7 @@ func TestCustomersResumeAfterDrop(t *testing.T) {
 
 			b.note("test: changes while the page is away")
 			api.create("Barbara Liskov")
-			api.update(ada.ID, "Ada King")
+			api.update(ada.ID, "Ada <b>King</b>") // shown as text, never as markup
 			api.remove(grace.ID)
 			ghost := api.create("Short Lived")
 			api.remove(ghost.ID)
@@ -103,6 +103,10 @@ func TestCustomersResumeAfterDrop(t *testing.T) {
 			px.start()
 			b.waitFor(`#state is "open" again`, stateIs("open"))
 			api.checkPage(b, store)
+
+			if n := eval[int](b, `document.querySelectorAll("#customers b").length`); n != 0 {
+				t.Errorf("a customer's name was rendered as HTML: %d <b> elements in the list", n)
+			}
 
 			frames := parseFrames(t, b.socketsNow().Frames)
 			gaps := ofType(frames, notify.TypeGap)
