@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +16,6 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/wsnotify/notify"
 )
-
-// knownBugsEnv, when set to anything, runs the checks of bugs that are
-// known and not fixed yet; without it they are skipped, with the bug named.
-const knownBugsEnv = "NOTIFY_E2E_KNOWN_BUGS"
 
 // TestClientTopicsAndDedup runs notify.js, as notify.ScriptHandler serves
 // it, in Chromium against a Registry. A client subscribed to "alpha"
@@ -94,13 +89,10 @@ func TestClientTopicsAndDedup(t *testing.T) {
 // TestClientSubscribeWhileConnecting calls subscribe and unsubscribe right
 // after connect, before the socket is open, as a page that sets up its
 // subscriptions in one go does. The changes must take effect on the
-// connection being opened.
+// connection being opened. (notify.js used to drop them: send() failed
+// while connecting and the upgrade URL had been built before, so the client
+// had the wrong topics until its next reconnection.)
 func TestClientSubscribeWhileConnecting(t *testing.T) {
-	if os.Getenv(knownBugsEnv) == "" {
-		t.Skip("KNOWN BUG in notify.js: subscribe()/unsubscribe() called while the socket is connecting are lost " +
-			"(send() drops them, and the upgrade URL was built before), so the client gets the wrong topics until it reconnects; " +
-			"set " + knownBugsEnv + "=1 to run this test")
-	}
 	s := newClientSite(t)
 	b := newBrowser(t)
 	b.navigate(s.srv.URL + "/")
@@ -133,13 +125,10 @@ func TestClientSubscribeWhileConnecting(t *testing.T) {
 // TestClientReconnectsAfterRefusedSubscribe has a client ask, at run
 // time, for a topic the server's AuthorizeTopic refuses (it is told with
 // notify.error and stays connected), then drops its connection. The client
-// must come back, still subscribed to what it was allowed.
+// must come back, still subscribed to what it was allowed. (notify.js used
+// to keep the refused topic and put it on every reconnection URL, where the
+// server refuses the whole upgrade with 403, so the client never came back.)
 func TestClientReconnectsAfterRefusedSubscribe(t *testing.T) {
-	if os.Getenv(knownBugsEnv) == "" {
-		t.Skip("KNOWN BUG in notify.js: a topic the server refused at run time (notify.error) stays in the client's topic set " +
-			"and goes on every reconnection URL, where the server refuses the whole upgrade (403 from AuthorizeTopic, 400 for an " +
-			"invalid name), so after its next disconnection the client never reconnects; set " + knownBugsEnv + "=1 to run this test")
-	}
 	s := newClientSite(t)
 	px := newProxy(t, s.srv.Listener.Addr().String())
 	b := newBrowser(t)
