@@ -215,7 +215,11 @@ func checkOrigin(req *http.Request, patterns []string) error {
 		if strings.Contains(p, "://") {
 			target = u.Scheme + "://" + u.Host
 		}
-		if ok, err := path.Match(strings.ToLower(p), strings.ToLower(target)); ok && err == nil {
+		ok, err := path.Match(strings.ToLower(p), strings.ToLower(target))
+		if err != nil { // coder/websocket then refuses every foreign origin; so do we
+			return fmt.Errorf("notify: origin %q is not allowed: Options.OriginPatterns has a malformed pattern", u.Host)
+		}
+		if ok {
 			return nil
 		}
 	}
