@@ -378,6 +378,13 @@ func (a *customersAPI) checkPage(b *browser, store app.Store) {
 	if diff := gocmp.Diff(a.want(), got); diff != "" {
 		a.t.Errorf("the page's customers (-want +got):\n%s", diff)
 	}
+	// Recovered, the page shows no error and no "No customers yet".
+	if msg := eval[string](b, `document.getElementById("error").textContent`); msg != "" {
+		a.t.Errorf("the page still shows an error: %q", msg)
+	}
+	if !eval[bool](b, `document.getElementById("empty").hidden`) {
+		a.t.Error(`the page shows "No customers yet" next to its customers`)
+	}
 	// The model is what the API answered; it must also be what was stored.
 	stored, err := store.List(context.Background())
 	if err != nil {
