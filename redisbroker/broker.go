@@ -35,8 +35,8 @@ type Broker struct {
 	// Registry believes in: History returns only messages of that epoch.
 	epoch atomic.Pointer[string]
 
-	mu     sync.Mutex
-	closed bool
+	closed atomic.Bool
+	mu     sync.Mutex // guards subs, and closed's change from false to true
 	subs   map[*subscription]struct{}
 }
 
@@ -259,11 +259,10 @@ func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.Mess
 // idempotent. A Registry using the Broker should be closed first.
 func (b *Broker) Close() error {
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Swap(true) {
 		b.mu.Unlock()
 		return nil
 	}
-	b.closed = true
 	subs := make([]*subscription, 0, len(b.subs))
 	for s := range b.subs {
 		subs = append(subs, s)
@@ -278,11 +277,7 @@ func (b *Broker) Close() error {
 	return nil
 }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.closed.Load() }
 
 // entry is a decoded stream entry.
 type entry struct {

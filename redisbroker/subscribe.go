@@ -83,7 +83,7 @@ func (b *Broker) Subscribe(ctx context.Context, deliver func(notify.Message)) (n
 	s.ctx, s.stop = context.WithCancel(context.Background())
 
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Load() {
 		b.mu.Unlock()
 		s.stop()
 		s.rdb.Close()
@@ -155,6 +155,7 @@ func (s *subscription) run() {
 			needSync = true
 			continue
 		}
+	batch:
 		for _, st := range streams {
 			for _, x := range st.Messages {
 				if s.ctx.Err() != nil {
@@ -162,7 +163,7 @@ func (s *subscription) run() {
 				}
 				if !s.handle(x) {
 					needSync = true
-					break
+					break batch
 				}
 			}
 		}
