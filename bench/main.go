@@ -42,11 +42,12 @@ func fullConfig() config {
 		runs: 3, workers: 2, dialPar: 64, window: 4,
 		small: 1000, large: 10000,
 		warm: time.Second, measure: 3 * time.Second,
-		smallRate: 50, smallDur: 4 * time.Second,
-		largeRate: 5, largeDur: 8 * time.Second,
+		smallRate: 50, smallDur: 3 * time.Second,
+		largeRate: 5, largeDur: 6 * time.Second,
 		settle:     time.Second,
-		stallConns: 1000, stallEvery: 100, stallRate: 100, stallDur: 7 * time.Second, stallPad: 900,
-		drain: 5 * time.Second,
+		stallConns: 400, stallEvery: 100, stallRate: 100, stallDur: 6 * time.Second, stallPad: 900,
+		stallWatch: 12 * time.Second,
+		drain:      10 * time.Second,
 	}
 }
 
@@ -57,7 +58,7 @@ func quickConfig() config {
 	c.warm, c.measure = 200*time.Millisecond, 400*time.Millisecond
 	c.smallDur, c.largeRate, c.largeDur = 400*time.Millisecond, 20, 400*time.Millisecond
 	c.settle = 100 * time.Millisecond
-	c.stallConns, c.stallDur = 200, 400*time.Millisecond
+	c.stallConns, c.stallDur, c.stallWatch = 200, 400*time.Millisecond, 0
 	c.drain = 3 * time.Second
 	return c
 }

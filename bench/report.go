@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -14,6 +16,7 @@ import (
 // info describes the machine and the invocation.
 type info struct {
 	Date, Go, CPU, Kernel, Mem, Flags string
+	Notify                            string // the core's commit, and whether its files differ from it
 	Cores                             int
 	LoadBefore, LoadAfter, Elapsed    string
 }
@@ -30,8 +33,24 @@ func machineInfo(args []string) info {
 		in.Kernel = strings.TrimSpace(string(b))
 	}
 	in.CPU = procField("/proc/cpuinfo", "model name")
+	in.Notify = notifyVersion()
 	in.Mem = procField("/proc/meminfo", "MemTotal")
 	return in
+}
+
+// notifyVersion names the core commit the bench module builds against
+// (replace ../), noting uncommitted changes to the core package's files.
+func notifyVersion() string {
+	out, err := exec.Command("git", "-C", "..", "log", "-1", "--format=%h (%cd)", "--date=format:%Y-%m-%d %H:%M").Output()
+	if err != nil {
+		return "unknown"
+	}
+	v := strings.TrimSpace(string(out))
+	dirty, err := exec.Command("git", "-C", "..", "status", "--porcelain", "--", ":(top,glob)*.go").Output()
+	if err == nil && len(bytes.TrimSpace(dirty)) > 0 {
+		v += " plus uncommitted changes"
+	}
+	return v
 }
 
 func procField(file, key string) string {
@@ -133,7 +152,7 @@ func (r *report) tables() []table {
 		return table{
 			scenario:   "fanout-" + n,
 			title:      "Saturated fan-out, " + n + " connections",
-			note:       fmt.Sprintf("~110-byte JSON to every connection; at most %d broadcasts in flight (a new one once the one %d back reached every connection); %v warm-up, %v measured. CPU and allocations are the server process's, per delivered message; load gen is this process's CPU per delivery.", cfg.window, cfg.window, cfg.warm, cfg.measure),
+			note:       fmt.Sprintf("~110-byte JSON to every connection; at most %d broadcasts in flight (a new one once the one %d back reached every connection); %v warm-up, %v measured. CPU and allocations are the server process's, per delivered message; load gen is this process's CPU per delivery. Lost: notifications a healthy connection had not received when the step ended (skipped, or later than the drain); closed: healthy connections the server closed.", cfg.window, cfg.window, cfg.warm, cfg.measure),
 			contenders: all,
 			cols: []column{
 				{key: "dps", head: "deliveries/s", ratio: true, rng: true},
@@ -142,6 +161,7 @@ func (r *report) tables() []table {
 				{key: "bps", head: "broadcasts/s"},
 				{key: "lg_us", head: "load gen µs/delivery", digits: 2},
 				{key: "lost", head: "lost"},
+				{key: "closed", head: "closed"},
 			},
 		}
 	}
@@ -157,6 +177,7 @@ func (r *report) tables() []table {
 				{key: "p999_ms", head: "p99.9", digits: 2},
 				{key: "max_ms", head: "max", digits: 2},
 				{key: "lost", head: "lost"},
+				{key: "closed", head: "closed"},
 			},
 		}
 	}
@@ -201,12 +222,13 @@ func (r *report) tables() []table {
 		{
 			scenario:   "stall-" + st,
 			title:      fmt.Sprintf("1%% stalled: %s connections, every %dth never reads", st, cfg.stallEvery),
-			note:       "Same stream as the baseline. Latency and losses are the healthy connections'. A staller is evicted when the server closes its socket (seen in /proc/net/tcp); its buffers count as full once they held 90% of their peak (server send queue plus client receive queue).",
+			note:       fmt.Sprintf("Same stream as the baseline. Latency and losses are the healthy connections'. A staller is evicted when the server closes its socket (seen in /proc/net/tcp), watched for %v from the start of the stream; its buffers count as full once they held 90%% of their peak (server send queue plus client receive queue).", cfg.stallWatch),
 			contenders: stallers,
 			cols: []column{
 				{key: "p99_ms", head: "healthy p99 ms", digits: 2, ratio: true, rng: true},
 				{key: "max_ms", head: "healthy max ms", digits: 2},
 				{key: "lost", head: "lost (healthy)"},
+				{key: "closed", head: "healthy closed"},
 				{key: "evicted", head: "stallers evicted"},
 				{key: "evict_after_full_s", head: "evicted s after buffers full", digits: 1},
 				{key: "stall_buf_kb", head: "KB buffered per staller"},
@@ -230,8 +252,8 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	in := r.info
 	fmt.Fprintf(&b, "Measured %s with `go run . %s` (%s, %d runs, contenders interleaved; median [min–max]).\n\n", in.Date, in.Flags, in.Go, r.cfg.runs)
-	fmt.Fprintf(&b, "Machine: %d × %s, %s, Linux %s. Load average before: %s; after: %s. Took %s.\n\n",
-		in.Cores, in.CPU, in.Mem, in.Kernel, in.LoadBefore, in.LoadAfter, in.Elapsed)
+	fmt.Fprintf(&b, "notify at commit %s. Machine: %d × %s, %s, Linux %s. Load average before: %s; after: %s. Took %s.\n\n",
+		in.Notify, in.Cores, in.CPU, in.Mem, in.Kernel, in.LoadBefore, in.LoadAfter, in.Elapsed)
 	for _, t := range r.tables() {
 		b.WriteString(r.tableMarkdown(t))
 	}
@@ -248,6 +270,15 @@ func (r *report) markdown() string {
 
 func (r *report) tableMarkdown(t table) string {
 	var b strings.Builder
+	empty := true
+	for _, name := range t.contenders {
+		if _, ok := r.get(t.scenario, name, t.cols[0].key); ok {
+			empty = false
+		}
+	}
+	if empty {
+		return ""
+	}
 	fmt.Fprintf(&b, "### %s\n\n%s\n\n| contender |", t.title, t.note)
 	sep := "|---|"
 	for _, c := range t.cols {

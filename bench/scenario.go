@@ -27,7 +27,8 @@ type config struct {
 	stallConns, stallEvery int // 1% stalled: every stallEvery-th connection
 	stallRate              float64
 	stallDur               time.Duration
-	stallPad               int // bytes of padding per stall-scenario message
+	stallPad               int           // bytes of padding per stall-scenario message
+	stallWatch             time.Duration // how long after the stream's start evictions are awaited
 
 	drain      time.Duration // longest wait for deliveries after a stream
 	profile    []string      // contenders whose server is CPU-profiled
@@ -97,6 +98,19 @@ func runProcess(cfg *config, name string, run, conns, stallEvery int, steps ...s
 	return out
 }
 
+// profile starts a CPU profile of the server for scenario scn when the
+// contender is to be profiled; the returned function stops it.
+func (e *env) profile(scn string) (stop func() error, err error) {
+	if e.cfg.profileDir == "" || !slices.Contains(e.cfg.profile, e.name) {
+		return func() error { return nil }, nil
+	}
+	file := filepath.Join(e.cfg.profileDir, fmt.Sprintf("%s-%s-run%d.pprof", e.name, scn, e.run))
+	if err := e.srv.startProfile(file); err != nil {
+		return nil, err
+	}
+	return e.srv.stopProfile, nil
+}
+
 // received sums the notifications received by healthy connections.
 func (e *env) received() (got, missing, reordered int64, closed int) {
 	for _, c := range e.lg.healthy() {
@@ -152,10 +166,10 @@ func fanout(scn string) step {
 			}
 			return nil
 		}
-		profile := slices.Contains(cfg.profile, e.name) && cfg.profileDir != ""
+		stopProfile := func() error { return nil }
 
 		first := e.issued
-		gStart, _, _, _ := e.received()
+		_, missing0, _, _ := e.received()
 		start := time.Now()
 		warmEnd, end := start.Add(cfg.warm), start.Add(cfg.warm+cfg.measure)
 		var (
@@ -172,9 +186,8 @@ func fanout(scn string) step {
 		for {
 			now := time.Now()
 			if !measuring && !now.Before(warmEnd) {
-				if profile {
-					file := filepath.Join(cfg.profileDir, fmt.Sprintf("%s-%s-run%d.pprof", e.name, scn, e.run))
-					profileErr = e.srv.startProfile(file)
+				if stopProfile, err = e.profile(scn); err != nil {
+					break
 				}
 				if s0, err = e.srv.stats(false); err != nil {
 					break
@@ -189,9 +202,7 @@ func fanout(scn string) step {
 				}
 				g1, _, _, _ = e.received()
 				t1, b1, lg1 = time.Now(), k, selfCPU()
-				if profile {
-					profileErr = errors.Join(profileErr, e.srv.stopProfile())
-				}
+				profileErr = stopProfile()
 				break
 			}
 			if k-first >= int64(cfg.window) {
@@ -225,17 +236,22 @@ func fanout(scn string) step {
 		r.V["cpu_us"] = (s1.CPU - s0.CPU) * 1e6 / float64(d)
 		r.V["allocs"] = float64(s1.Mallocs-s0.Mallocs) / float64(d)
 		r.V["lg_us"] = (lg1 - lg0) * 1e6 / float64(d)
-		e.check(&r, k-first, gStart)
+		e.check(&r, missing0)
 		return r
 	}
 }
 
-// check records what healthy connections lost in a step of n broadcasts
-// that started with g0 notifications received, and how many arrived out of
-// order or were closed by the server (counts since the process started).
-func (e *env) check(r *result, n int64, g0 int64) {
-	got, _, reordered, closed := e.received()
-	r.V["lost"] = float64(n*int64(e.n) - (got - g0))
+// check records what healthy connections had not received by the end of
+// a step (late past the drain, or skipped), given the skips counted
+// before it, and how many arrived out of order or were closed by the
+// server (counts since the process started).
+func (e *env) check(r *result, missing0 int64) {
+	_, missing, reordered, closed := e.received()
+	var behind int64
+	for _, c := range e.lg.healthy() {
+		behind += max(0, e.issued-c.next.Load())
+	}
+	r.V["lost"] = float64(behind + missing - missing0)
 	r.V["reordered"] = float64(reordered)
 	r.V["closed"] = float64(closed)
 }
@@ -247,11 +263,16 @@ func latency(scn string, calls bool, rate float64, dur time.Duration, pad int) s
 	return func(e *env) result {
 		r := result{Scenario: scn, V: map[string]float64{}}
 		n := int64(rate * dur.Seconds())
-		g0, _, _, _ := e.received()
+		_, missing0, _, _ := e.received()
 		for _, h := range e.lg.hists() {
 			h.reset()
 		}
 		if err := e.srv.resetCalls(); err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		stopProfile, err := e.profile(scn)
+		if err != nil {
 			r.Err = err.Error()
 			return r
 		}
@@ -269,13 +290,17 @@ func latency(scn string, calls bool, rate float64, dur time.Duration, pad int) s
 		e.issued += n
 		e.waitDrain()
 		e.lg.latency.Store(false)
+		if err := stopProfile(); err != nil {
+			r.Err = err.Error()
+			return r
+		}
 		s := summarize(e.lg.hists()...)
 		if s.N == 0 {
 			r.Err = "delivered nothing"
 			return r
 		}
 		setLatency(r.V, "", s)
-		e.check(&r, n, g0)
+		e.check(&r, missing0)
 		if calls {
 			calls, err := e.srv.calls()
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 )
@@ -17,6 +18,7 @@ import (
 type naiveServer struct {
 	mu   sync.Mutex
 	list []*websocket.Conn
+	n    atomic.Int64 // len(list), readable while a broadcast holds mu
 }
 
 func newNaiveServer() *naiveServer { return &naiveServer{} }
@@ -30,6 +32,7 @@ func (s *naiveServer) serve(ln net.Listener) error {
 		}
 		s.mu.Lock()
 		s.list = append(s.list, c)
+		s.n.Store(int64(len(s.list)))
 		s.mu.Unlock()
 		ctx := context.Background()
 		for {
@@ -41,6 +44,7 @@ func (s *naiveServer) serve(ln net.Listener) error {
 		if i := slices.Index(s.list, c); i >= 0 {
 			s.list = slices.Delete(s.list, i, i+1)
 		}
+		s.n.Store(int64(len(s.list)))
 		s.mu.Unlock()
 		c.CloseNow()
 	})
@@ -56,8 +60,4 @@ func (s *naiveServer) broadcast(m *benchMsg) {
 	}
 }
 
-func (s *naiveServer) conns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.list)
-}
+func (s *naiveServer) conns() int { return int(s.n.Load()) }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // rawServer is the calibration baseline, no WebSocket library: it answers
@@ -18,6 +19,7 @@ type rawServer struct {
 	workers int
 	mu      sync.Mutex
 	list    []net.Conn
+	n       atomic.Int64 // len(list), readable while a broadcast holds mu
 }
 
 func newRawServer(workers int) *rawServer { return &rawServer{workers: workers} }
@@ -55,6 +57,7 @@ func (s *rawServer) handle(c net.Conn) {
 	}
 	s.mu.Lock()
 	s.list = append(s.list, c)
+	s.n.Store(int64(len(s.list)))
 	s.mu.Unlock()
 	for { // read and discard until the client goes
 		if _, err := c.Read(buf[:]); err != nil {
@@ -65,6 +68,7 @@ func (s *rawServer) handle(c net.Conn) {
 	if i := slices.Index(s.list, c); i >= 0 {
 		s.list = slices.Delete(s.list, i, i+1)
 	}
+	s.n.Store(int64(len(s.list)))
 	s.mu.Unlock()
 }
 
@@ -122,8 +126,4 @@ func writeAll(conns []net.Conn, frame []byte) {
 	}
 }
 
-func (s *rawServer) conns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.list)
-}
+func (s *rawServer) conns() int { return int(s.n.Load()) }

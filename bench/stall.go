@@ -33,25 +33,30 @@ func stall(scn string) step {
 				ws = append(ws, w)
 			}
 		}
+		// The watcher polls every 100 ms until every staller is evicted or
+		// it is stopped; done is closed when it returns.
 		stop, done := make(chan struct{}), make(chan struct{})
 		start := time.Now()
 		go func() {
 			defer close(done)
 			tick := time.NewTicker(100 * time.Millisecond)
 			defer tick.Stop()
-			for len(ws) > 0 {
+			for open := len(ws); open > 0; {
 				socks, err := readTCP(want)
 				if err == nil {
 					at := time.Since(start)
 					for _, w := range ws {
 						s, ok := socks[w.srvKey]
-						if w.evictAt < 0 && (!ok || !s.established) {
+						if w.evictAt >= 0 {
+							continue
+						}
+						if !ok || !s.established {
 							w.evictAt = at
+							open--
+							continue
 						}
-						if w.evictAt < 0 {
-							w.times = append(w.times, at)
-							w.bufs = append(w.bufs, s.txQ+socks[w.cliKey].rxQ)
-						}
+						w.times = append(w.times, at)
+						w.bufs = append(w.bufs, s.txQ+socks[w.cliKey].rxQ)
 					}
 				}
 				select {
@@ -62,13 +67,22 @@ func stall(scn string) step {
 			}
 		}()
 		r := latency(scn, false, cfg.stallRate, cfg.stallDur, cfg.stallPad)(e)
+		r.Scenario = scn
+		var s serverStats
+		if r.Err == "" {
+			s, err = e.srv.stats(false)
+		}
+		// Give stallers until stallWatch after the start to be evicted:
+		// some peers only notice at a write timeout.
+		select {
+		case <-done:
+		case <-time.After(time.Until(start.Add(cfg.stallWatch))):
+		}
 		close(stop)
 		<-done
-		r.Scenario = scn
 		if r.Err != "" {
 			return r
 		}
-		s, err := e.srv.stats(false)
 		if err != nil {
 			r.Err = err.Error()
 			return r
