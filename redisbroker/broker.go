@@ -255,8 +255,9 @@ func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.Mess
 }
 
 // Close stops every subscription, waiting for their goroutines, and closes
-// the connections to Redis. Later calls return [ErrClosed]. Close is
-// idempotent. A Registry using the Broker should be closed first.
+// the connections to Redis; Publish, Subscribe and History then return
+// [ErrClosed]. Close is idempotent. Close the Registries that use the
+// Broker first.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed.Swap(true) {

@@ -24,6 +24,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if _, err := exec.LookPath("redis-server"); err != nil && os.Getenv("CI") != "true" {
+		fmt.Fprintln(os.Stderr, "redisbroker: redis-server not found, so the Redis integration tests are SKIPPED; install it with `apt-get install -y redis-server`")
+	}
 	code := m.Run()
 	if code == 0 {
 		// go-redis probes a server it could not dial from a pool goroutine
