@@ -1,0 +1,405 @@
+package notify_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"github.com/google/go-cmp/cmp"
+	"github.com/wsnotify/notify"
+)
+
+// Fuzz targets for everything that parses client input. Their seed corpora
+// live in testdata/fuzz/<FuzzName>/ and run with every go test; `make fuzz`
+// explores beyond them for a few seconds each.
+
+// FuzzParseQuery feeds raw query strings, decoded as the handler decodes
+// them, to ParseQuery: it accepts exactly what its contract allows, and
+// what it accepts survives a round trip through an upgrade URL.
+func FuzzParseQuery(f *testing.F) {
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, _ := url.ParseQuery(raw) // what req.URL.Query() hands the handler: errors dropped
+		o, err := notify.ParseQuery(q)
+
+		since, epoch := q["since"], q["epoch"]
+		valid := len(since) <= 1 && len(epoch) <= 1 && (len(epoch) == 0 || len(since) == 1 && len(epoch[0]) <= 64)
+		for _, topic := range q["topic"] {
+			valid = valid && notify.ValidTopic(topic)
+		}
+		if len(since) == 1 && since[0] != "now" {
+			_, perr := strconv.ParseUint(since[0], 10, 64)
+			valid = valid && perr == nil
+		}
+		if (err == nil) != valid {
+			t.Fatalf("ParseQuery(%q) = %+v, %v; the contract says valid = %v", raw, o, err, valid)
+		}
+		if err != nil {
+			return
+		}
+		if o.Resume != (len(since) == 1) || o.FromNow != (o.Resume && since[0] == "now") || len(o.Topics) != len(q["topic"]) {
+			t.Fatalf("ParseQuery(%q) = %+v", raw, o)
+		}
+
+		back := url.Values{"topic": o.Topics}
+		if o.Resume {
+			back.Set("since", strconv.FormatUint(o.Since, 10))
+			if o.FromNow {
+				back.Set("since", "now")
+			}
+		}
+		if o.Epoch != "" {
+			back.Set("epoch", o.Epoch)
+		}
+		q2, err := url.ParseQuery(back.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		o2, err := notify.ParseQuery(q2)
+		if err != nil {
+			t.Fatalf("round trip of %+v through %q: %v", o, back.Encode(), err)
+		}
+		if diff := cmp.Diff(o, o2); diff != "" {
+			t.Fatalf("round trip through %q (-first +second):\n%s", back.Encode(), diff)
+		}
+	})
+}
+
+var topicPattern = regexp.MustCompile(`^[A-Za-z0-9_.:/@-]{1,128}$`)
+
+// FuzzValidTopic checks ValidTopic against its documented alphabet and
+// length, and that every entry point agrees with it: a valid name survives
+// the upgrade URL and is accepted there and by Broadcast; an invalid one is
+// refused by both.
+func FuzzValidTopic(f *testing.F) {
+	reg := notify.New(nil)
+	f.Cleanup(func() { reg.Close() })
+	f.Fuzz(func(t *testing.T, name string) {
+		valid := notify.ValidTopic(name)
+		if valid != topicPattern.MatchString(name) {
+			t.Fatalf("ValidTopic(%q) = %v, the documented rule says %v", name, valid, !valid)
+		}
+		q, err := url.ParseQuery(url.Values{"topic": {name}}.Encode())
+		if err != nil || !slices.Equal(q["topic"], []string{name}) {
+			t.Fatalf("topic %q does not survive a URL: %q, %v", name, q["topic"], err)
+		}
+		if _, err := notify.ParseQuery(q); (err == nil) != valid {
+			t.Fatalf("ParseQuery(topic=%q) = %v, ValidTopic = %v", name, err, valid)
+		}
+		if name == "" {
+			return // no topic: a message for everyone
+		}
+		err = reg.Broadcast(context.Background(), notify.SocketMessage{Type: "fuzz", Topic: name})
+		if (err == nil) != valid {
+			t.Fatalf("Broadcast(topic %q) = %v, ValidTopic = %v", name, err, valid)
+		}
+	})
+}
+
+// FuzzOriginCheck runs the handler's origin check against coder/websocket's
+// own, which runs again during the upgrade. Properties:
+//   - whatever the handler lets through, coder/websocket accepts too, so
+//     Authorize never runs for a request the upgrade would then refuse;
+//   - where they differ the handler is the stricter one, and only for an
+//     Origin without a host ("null"), which no pattern may let in;
+//   - a foreign origin passes only by matching a pattern.
+//
+// Both checks are driven through their public entry points with a
+// ResponseRecorder: one that passes the origin check fails later, at the
+// hijack, with a status other than 403.
+func FuzzOriginCheck(f *testing.F) {
+	prev := log.Writer()
+	log.SetOutput(io.Discard) // coder/websocket logs malformed patterns
+	f.Cleanup(func() { log.SetOutput(prev) })
+	f.Fuzz(func(t *testing.T, origin, host, pattern1, pattern2 string) {
+		patterns := []string{pattern1, pattern2}
+		request := func() *http.Request {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Host = host
+			r.Header = http.Header{
+				"Connection":            {"Upgrade"},
+				"Upgrade":               {"websocket"},
+				"Sec-Websocket-Version": {"13"},
+				"Sec-Websocket-Key":     {"dGhlIHNhbXBsZSBub25jZQ=="},
+				"Origin":                {origin},
+			}
+			return r
+		}
+		reg := notify.New(&notify.Options{OriginPatterns: patterns})
+		ours := httptest.NewRecorder()
+		reg.Handler().ServeHTTP(ours, request())
+		reg.Close()
+		theirs := httptest.NewRecorder()
+		websocket.Accept(theirs, request(), &websocket.AcceptOptions{OriginPatterns: patterns})
+
+		refused := ours.Code == http.StatusForbidden && strings.HasPrefix(ours.Body.String(), "notify:")
+		if !refused && ours.Code == http.StatusForbidden {
+			t.Fatalf("origin %q, host %q, patterns %q: the handler let it through, the upgrade refused it: %q",
+				origin, host, patterns, ours.Body.String())
+		}
+		if refused && theirs.Code != http.StatusForbidden {
+			if u, err := url.Parse(origin); err != nil || u.Host != "" {
+				t.Fatalf("origin %q, host %q, patterns %q: refused (%q), though coder/websocket accepts it",
+					origin, host, patterns, ours.Body.String())
+			}
+		}
+		if !refused && origin != "" {
+			u, err := url.Parse(origin)
+			if err != nil || u.Host == "" {
+				t.Fatalf("origin %q without a host was accepted", origin)
+			}
+			ok := strings.EqualFold(u.Host, host)
+			for _, p := range patterns {
+				target := u.Host
+				if strings.Contains(p, "://") {
+					target = u.Scheme + "://" + u.Host
+				}
+				m, _ := path.Match(strings.ToLower(p), strings.ToLower(target))
+				ok = ok || m
+			}
+			if !ok {
+				t.Fatalf("origin %q, host %q, patterns %q: accepted without a match", origin, host, patterns)
+			}
+		}
+	})
+}
+
+// inboundWant is what the server must do with one inbound frame, by the
+// wire protocol's rules (not by the code's): data frames over the read
+// limit, binary frames and invalid UTF-8 are closed with their codes;
+// a JSON object whose type begins with "notify." is reserved, and closed
+// with 1008 if malformed or unknown; every other text frame is the
+// application's.
+type inboundWant struct {
+	close       websocket.StatusCode
+	app         bool
+	subscribe   string
+	unsubscribe string
+	isSub       bool
+	isUnsub     bool
+}
+
+func expectInbound(binary bool, data []byte, readLimit int) inboundWant {
+	switch {
+	case len(data) > readLimit:
+		return inboundWant{close: websocket.StatusMessageTooBig}
+	case binary:
+		return inboundWant{close: websocket.StatusUnsupportedData}
+	case !utf8.Valid(data):
+		return inboundWant{close: websocket.StatusInvalidFramePayloadData}
+	}
+	var in struct {
+		Type  string `json:"type"`
+		Topic string `json:"topic"`
+	}
+	err := json.Unmarshal(data, &in)
+	switch {
+	case !strings.HasPrefix(in.Type, "notify."):
+		return inboundWant{app: true}
+	case err != nil:
+		return inboundWant{close: websocket.StatusPolicyViolation}
+	case in.Type == notify.TypeSubscribe:
+		return inboundWant{isSub: true, subscribe: in.Topic}
+	case in.Type == notify.TypeUnsubscribe:
+		return inboundWant{isUnsub: true, unsubscribe: in.Topic}
+	}
+	return inboundWant{close: websocket.StatusPolicyViolation}
+}
+
+// fuzzPeer is one live connection of FuzzInboundFrame.
+type fuzzPeer struct {
+	ws     *websocket.Conn
+	c      *notify.Client
+	frames chan []byte
+	closed chan struct{}
+	code   websocket.StatusCode // valid once closed is closed
+}
+
+// FuzzInboundFrame sends each input as one frame, text or binary, over a
+// real connection and checks what the server did against expectInbound:
+// the close code, what OnMessage received, the subscriptions and the
+// notify.error answers.
+//
+// It drives a real connection rather than calling the read path of a fake
+// Client in package notify: the checks that matter (read limit, UTF-8,
+// binary, reserved types) are spread over coder/websocket and the read loop,
+// and a fake would test our assumptions about the transport instead of the
+// transport. The connection is reused until an input closes it, so an input
+// costs two round trips on loopback (a sentinel frame, then a targeted
+// message back): thousands of inputs per second, enough to fuzz.
+func FuzzInboundFrame(f *testing.F) {
+	const readLimit, maxTopics = 4 << 10, 4
+	const sentinel = "fuzz-sync"
+	app := make(chan []byte, 4)
+	clients := make(chan *notify.Client, 1)
+	reg := notify.New(&notify.Options{
+		ReadLimit:    readLimit,
+		MaxTopics:    maxTopics,
+		InboundRate:  1e9,
+		InboundBurst: 1 << 30,
+		OnConnect:    func(c *notify.Client) { clients <- c },
+		OnMessage: func(_ context.Context, _ *notify.Client, data []byte) {
+			app <- bytes.Clone(data)
+		},
+	})
+	srv := httptest.NewServer(reg.Handler())
+	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http")
+	var p *fuzzPeer
+	f.Cleanup(func() {
+		if p != nil {
+			p.ws.CloseNow()
+			<-p.closed
+		}
+		reg.Close()
+		srv.Close()
+	})
+	connect := func(t *testing.T) *fuzzPeer {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, wsURL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.SetReadLimit(-1)
+		np := &fuzzPeer{ws: ws, c: <-clients, frames: make(chan []byte, 16), closed: make(chan struct{})}
+		go func() {
+			defer close(np.closed)
+			for {
+				_, b, err := ws.Read(context.Background())
+				if err != nil {
+					np.code = websocket.CloseStatus(err)
+					return
+				}
+				np.frames <- b
+			}
+		}()
+		return np
+	}
+
+	f.Fuzz(func(t *testing.T, binary bool, data []byte) {
+		if string(data) == sentinel {
+			t.Skip("the sentinel itself")
+		}
+		if p == nil {
+			p = connect(t)
+		}
+		want := expectInbound(binary, data, readLimit)
+		before := p.c.Topics()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		typ := websocket.MessageText
+		if binary {
+			typ = websocket.MessageBinary
+		}
+		if err := p.ws.Write(ctx, typ, data); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+
+		if want.close != 0 {
+			select {
+			case <-p.closed:
+			case <-ctx.Done():
+				t.Fatalf("%q (binary %v): still open, want close %d", data, binary, want.close)
+			}
+			code := p.code
+			p = nil
+			if code != want.close {
+				t.Fatalf("%q (binary %v): closed with %d, want %d", data, binary, code, want.close)
+			}
+			select {
+			case m := <-app:
+				t.Fatalf("%q: OnMessage got %q from a frame that closed the connection", data, m)
+			default:
+			}
+			return
+		}
+
+		// The sentinel is read after the input was handled; what the input
+		// provoked reached OnMessage and the client's queue before it.
+		if err := p.ws.Write(ctx, websocket.MessageText, []byte(sentinel)); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		var gotApp [][]byte
+	sync:
+		for {
+			select {
+			case m := <-app:
+				if string(m) == sentinel {
+					break sync
+				}
+				gotApp = append(gotApp, m)
+			case <-p.closed:
+				code := p.code
+				p = nil
+				t.Fatalf("%q: closed with %d, want it open (%+v)", data, code, want)
+			case <-ctx.Done():
+				t.Fatalf("%q: the sentinel never reached OnMessage", data)
+			}
+		}
+		if want.app != (len(gotApp) == 1) || len(gotApp) > 1 || want.app && !bytes.Equal(gotApp[0], data) {
+			t.Fatalf("%q: OnMessage got %q, want app=%v", data, gotApp, want.app)
+		}
+		if err := reg.Broadcast(ctx, notify.SocketMessage{Type: "fuzz.sync", Client: p.c.ID()}); err != nil {
+			t.Fatal(err)
+		}
+		refusals := 0
+	answers:
+		for {
+			select {
+			case b := <-p.frames:
+				var m wire
+				if err := json.Unmarshal(b, &m); err != nil {
+					t.Fatalf("frame %q: %v", b, err)
+				}
+				switch m.Type {
+				case "fuzz.sync":
+					break answers
+				case notify.TypeError:
+					refusals++
+				default:
+					t.Fatalf("%q: unexpected frame %q", data, b)
+				}
+			case <-p.closed:
+				t.Fatalf("%q: closed with %d while reading answers", data, p.code)
+			case <-ctx.Done():
+				t.Fatalf("%q: the targeted message never arrived", data)
+			}
+		}
+
+		after := p.c.Topics()
+		slices.Sort(before)
+		slices.Sort(after)
+		wantAfter := before
+		wantRefused := false
+		switch {
+		case want.isSub && !notify.ValidTopic(want.subscribe):
+			wantRefused = true
+		case want.isSub && slices.Contains(before, want.subscribe):
+		case want.isSub && len(before) >= maxTopics:
+			wantRefused = true
+		case want.isSub:
+			wantAfter = slices.Sorted(slices.Values(append(slices.Clone(before), want.subscribe)))
+		case want.isUnsub:
+			wantAfter = slices.DeleteFunc(slices.Clone(before), func(s string) bool { return s == want.unsubscribe })
+		}
+		if (refusals != 0) != wantRefused || refusals > 1 {
+			t.Fatalf("%q: %d notify.error answers, want refused=%v", data, refusals, wantRefused)
+		}
+		if diff := cmp.Diff(wantAfter, after, cmp.Comparer(func(a, b []string) bool { return slices.Equal(a, b) })); diff != "" {
+			t.Fatalf("%q: topics (-want +got):\n%s", data, diff)
+		}
+	})
+}
