@@ -150,6 +150,11 @@ func (p *serverProc) startProfile(file string) error {
 	return err
 }
 
+func (p *serverProc) heapProfile(file string) error {
+	_, err := p.call("h "+file, 20*time.Second)
+	return err
+}
+
 func (p *serverProc) stopProfile() error {
 	_, err := p.call("P", 10*time.Second)
 	return err

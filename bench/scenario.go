@@ -111,6 +111,15 @@ func (e *env) profile(scn string) (stop func() error, err error) {
 	return e.srv.stopProfile, nil
 }
 
+// heapProfile writes a heap profile of the server (in use after a GC, and
+// allocations since it started) when the contender is to be profiled.
+func (e *env) heapProfile(scn string) error {
+	if e.cfg.profileDir == "" || !slices.Contains(e.cfg.profile, e.name) {
+		return nil
+	}
+	return e.srv.heapProfile(filepath.Join(e.cfg.profileDir, fmt.Sprintf("%s-%s-run%d.heap", e.name, scn, e.run)))
+}
+
 // received sums the notifications received by healthy connections.
 func (e *env) received() (got, missing, reordered int64, closed int) {
 	for _, c := range e.lg.healthy() {
@@ -202,7 +211,7 @@ func fanout(scn string) step {
 				}
 				g1, _, _, _ = e.received()
 				t1, b1, lg1 = time.Now(), k, selfCPU()
-				profileErr = stopProfile()
+				profileErr = errors.Join(stopProfile(), e.heapProfile(scn))
 				break
 			}
 			if k-first >= int64(cfg.window) {
@@ -334,6 +343,10 @@ func idle(scn string) step {
 		time.Sleep(e.cfg.settle)
 		s, err := e.srv.stats(true)
 		if err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		if err := e.heapProfile(scn); err != nil {
 			r.Err = err.Error()
 			return r
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -27,6 +28,7 @@ import (
 //	c           reply with the durations of the broadcast calls since the last r (JSON, ns)
 //	r           forget the broadcast call durations recorded so far
 //	p FILE      start a CPU profile into FILE; P stops it
+//	h FILE      collect garbage, then write a heap profile into FILE
 //	q           exit
 //
 // Broadcasts are handed to one application goroutine, which calls the
@@ -200,6 +202,16 @@ func (p *serverProcess) control(in *bufio.Scanner, out *bufio.Writer) error {
 				return err
 			}
 			p.profile = f
+			out.WriteString("ok")
+		case "h":
+			runtime.GC()
+			f, err := os.Create(f[1])
+			if err == nil {
+				err = errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
+			}
+			if err != nil {
+				return err
+			}
 			out.WriteString("ok")
 		case "P":
 			if p.profile != nil {
