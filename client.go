@@ -373,11 +373,11 @@ func (c *Client) endReason(ended, readErr error) error {
 	case websocket.StatusNormalClosure, websocket.StatusGoingAway:
 		return nil
 	}
+	if c.r.base.Err() != nil || (leaving && c.r.isClosed()) {
+		return nil // the Registry is shutting down; it also cancels ctx when dropping stragglers
+	}
 	if ended != nil {
 		return ended
-	}
-	if c.r.base.Err() != nil || (leaving && c.r.isClosed()) {
-		return nil // the Registry is shutting down
 	}
 	c.r.stats.readErrs.Add(1)
 	return fmt.Errorf("notify: connection %s: %w", c.id, readErr)
