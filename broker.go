@@ -19,15 +19,19 @@ import (
 //   - Every subscriber receives every message published after it subscribed,
 //     exactly once and in seq order, on one goroutine at a time. Delivery
 //     must not block on clients; the Registry's deliver function never does.
+//     A broker that cannot deliver some messages (it fell behind its own
+//     retention) skips them: the Registry sees the seq jump and sends
+//     resumable connections a notify.gap (reason "expired").
 //   - History(after, upto) returns the retained messages with
 //     after < seq <= upto in order. If some of them are no longer retained it
 //     returns the ones that are together with an error wrapping
 //     [ErrHistoryGap].
 //   - The epoch changes whenever history is lost (a restarted in-memory
 //     broker, a flushed Redis), so that sequence numbers from another epoch
-//     are never mistaken for this one's. Delivered messages carry the epoch
-//     they were published in; when it changes, the Registry tells its
-//     resumable connections with a notify.gap (reason "epoch").
+//     are never mistaken for this one's. Delivered messages, and those
+//     History returns, carry the epoch they were published in; when a
+//     regular message brings a new one, the Registry tells its resumable
+//     connections with a notify.gap (reason "epoch").
 //
 // Methods may be called concurrently.
 type Broker interface {

@@ -198,18 +198,41 @@ func (r *Registry) stop(ctx context.Context, flush bool) error {
 
 // deliver receives every message from the broker, in seq order, and queues
 // its frame for each matching connection. It never blocks on a client.
+//
+// It also watches the stream: a regular message of another epoch means the
+// broker lost its history, and a seq that skips ahead means messages this
+// node will never see (a broker fell behind its own retention). Either way
+// resumable connections are sent a notify.gap first, so they reload their
+// state instead of silently missing changes. Raw messages carry no seq and
+// change neither.
 func (r *Registry) deliver(m Message) {
 	f := frame(&m)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if m.Seq > 0 {
+	var gap *gapInfo
+	if !m.Raw {
+		last := r.last.Load()
+		switch {
+		case m.Epoch != "" && m.Epoch != *r.epoch.Load():
+			r.opts.Logger.Warn("notify: broker history lost; new epoch", "epoch", m.Epoch)
+			r.epoch.Store(&m.Epoch)
+			gap = &gapInfo{Reason: "epoch", Epoch: m.Epoch, Seq: m.Seq - 1}
+		case m.Seq > last+1:
+			r.opts.Logger.Warn("notify: broker skipped messages", "after", last, "next", m.Seq)
+			gap = &gapInfo{Reason: "expired", Since: last, Epoch: *r.epoch.Load(), Seq: m.Seq - 1}
+		}
 		r.last.Store(m.Seq)
 	}
 	if r.closed {
 		return
 	}
-	if m.Epoch != "" && m.Epoch != *r.epoch.Load() {
-		r.newEpoch(m)
+	if gap != nil {
+		g := controlFrame(TypeGap, gap)
+		for c := range r.clients {
+			if c.resumable {
+				c.enqueue(g, itemControl)
+			}
+		}
 	}
 	switch {
 	case m.Client != "":
@@ -229,21 +252,6 @@ func (r *Registry) deliver(m Message) {
 	default:
 		for c := range r.clients {
 			c.enqueue(f, itemMessage)
-		}
-	}
-}
-
-// newEpoch handles a broker that lost its history: resumable connections
-// are told with a notify.gap, so they reload their state rather than trust
-// sequence numbers that restarted (r.mu read-locked by the delivering
-// goroutine, the only writer of the epoch).
-func (r *Registry) newEpoch(m Message) {
-	r.opts.Logger.Warn("notify: broker history lost; new epoch", "epoch", m.Epoch)
-	r.epoch.Store(&m.Epoch)
-	gap := controlFrame(TypeGap, gapInfo{Reason: "epoch", Epoch: m.Epoch, Seq: m.Seq - 1})
-	for c := range r.clients {
-		if c.resumable {
-			c.enqueue(gap, itemControl)
 		}
 	}
 }

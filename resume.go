@@ -42,6 +42,9 @@ func (r *Registry) replay(ctx context.Context, c *Client, o ConnOptions, last ui
 		return gap("unavailable")
 	}
 	for i := range msgs {
+		if msgs[i].Epoch != "" && msgs[i].Epoch != epoch {
+			return gap("epoch") // the broker's history moved on since last was read
+		}
 		if c.matches(&msgs[i]) {
 			items = append(items, item{b: frame(&msgs[i])})
 		}

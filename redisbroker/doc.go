@@ -41,10 +41,11 @@
 // While Redis is up, every node delivers every message exactly once, in seq
 // order. A node whose own connection drops reconnects with backoff and
 // delivers what it missed from the stream; if it missed more than the
-// stream retains, it sends every connection a notify.gap (reason "expired")
-// first. When Redis itself loses data, messages not yet delivered are lost
-// with it, and resumable clients are told with a notify.gap (reason
-// "epoch"); nothing is lost silently. While Redis is unreachable, Publish
+// stream retains, the seq skips ahead and the Registry sends resumable
+// connections a notify.gap (reason "expired") first. When Redis itself
+// loses data, messages not yet delivered are lost with it, and resumable
+// clients are told with a notify.gap (reason "epoch"); nothing is lost
+// silently. While Redis is unreachable, Publish
 // returns an error, so Broadcast does too.
 //
 // Redis 5.0 or later is needed (Streams, XADD MAXLEN ~, blocking XREAD,

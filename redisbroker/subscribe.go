@@ -2,7 +2,6 @@ package redisbroker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -41,7 +40,6 @@ type subscription struct {
 	seq    uint64 // last seq read in epoch (the stream's head at Subscribe)
 	lastID string // ID of the last entry read, where XREAD continues
 	lastT  string // its t field, which tells it from another entry with its ID; "" if unknown
-	fresh  bool   // epoch changed and no regular message of it delivered yet
 
 	down    time.Time // when the connection was lost; zero while it works
 	attempt int       // failed attempts since
@@ -59,8 +57,8 @@ type subscription struct {
 // restart without persistence, FLUSHALL, a failover that lost writes) it
 // continues in the new epoch; the Registry then sends notify.gap to
 // resumable connections. If entries were trimmed before this node read
-// them, it delivers a notify.gap to every connection (see the package
-// documentation) before going on.
+// them, the next message's seq skips ahead and the Registry sends
+// resumable connections a notify.gap.
 //
 // cancel stops the goroutine and waits for it; deliver is not called after
 // cancel returns. cancel must not be called from deliver.
@@ -185,7 +183,7 @@ func (s *subscription) sync() (changed bool, err error) {
 	if epoch != s.epoch {
 		s.b.log.Warn("redisbroker: Redis lost the stream (restart, flush or failover); following its new epoch",
 			"key", s.b.opts.Key, "old", s.epoch, "new", epoch, "last_seq", s.seq)
-		s.epoch, s.seq, s.lastID, s.lastT, s.fresh = epoch, 0, "0-0", "", true
+		s.epoch, s.seq, s.lastID, s.lastT = epoch, 0, "0-0", ""
 		return true, nil
 	}
 	return false, nil
@@ -211,23 +209,11 @@ func (s *subscription) handle(x redis.XMessage) bool {
 		s.lastID, s.lastT = x.ID, ""
 		return true
 	}
-	if e.sub == 0 {
-		if !s.fresh && e.seq > s.seq+1 {
-			s.gap(e.seq - 1)
-		}
-		s.seq, s.fresh = e.seq, false
-	} else {
-		if !s.fresh && e.seq > s.seq {
-			s.gap(e.seq)
-			s.seq = e.seq
-		}
-		if s.fresh {
-			// The Registry notices a new epoch on the first message that
-			// carries it and announces it with that message's seq - 1,
-			// which a raw message (seq 0) does not have: let the next
-			// regular message announce it.
-			e.msg.Epoch = ""
-		}
+	// A seq that skips ahead (entries trimmed before this node read them)
+	// is passed on as it is: the Registry sees the jump and sends
+	// resumable connections a notify.gap.
+	if e.sub == 0 || e.seq > s.seq {
+		s.seq = e.seq
 	}
 	s.lastID, s.lastT = x.ID, e.t
 	s.deliver(e.msg)
@@ -236,30 +222,6 @@ func (s *subscription) handle(x redis.XMessage) bool {
 		s.b.epoch.Store(&epoch)
 	}
 	return true
-}
-
-// gapInfo is the data of a notify.gap message, as the core encodes it.
-type gapInfo struct {
-	Reason string `json:"reason"`
-	Since  uint64 `json:"since"`
-	Epoch  string `json:"epoch"`
-	Seq    uint64 `json:"seq"`
-}
-
-// gap reports that entries after s.seq up to seq were trimmed from the
-// stream before this node read them: the node fell further behind than
-// HistoryLength. The core's Registry cannot be told this through
-// [notify.Broker], so the broker delivers a raw notify.gap frame, which
-// reaches every connection of this node; resumable clients reload as for
-// any gap, instead of silently missing those messages.
-func (s *subscription) gap(seq uint64) {
-	s.b.log.Error("redisbroker: messages were trimmed before this node read them; sending notify.gap",
-		"key", s.b.opts.Key, "epoch", s.epoch, "from", s.seq+1, "to", seq)
-	body, _ := json.Marshal(struct {
-		Type string  `json:"type"`
-		Data gapInfo `json:"data"`
-	}{notify.TypeGap, gapInfo{Reason: "expired", Since: s.seq, Epoch: s.epoch, Seq: seq}})
-	s.deliver(notify.Message{Raw: true, Epoch: s.epoch, Body: body})
 }
 
 // failed logs a failure and waits before the next attempt, or until cancel.
