@@ -778,10 +778,12 @@ func TestWriteTimeout(t *testing.T) {
 // PingIntervals (the first ping goes out one interval after connecting,
 // within a heartbeat tick; its pong is awaited one interval) and removed
 // at most closeGrace (1 s) later, since it does not answer the close
-// either. A client that reads all along is kept. The interval is 1 s so
-// that the reading client's pongs have margin on a loaded machine.
+// either. A client that reads all along is kept.
+//
+// Not parallel: with 1,000 clients dialling in TestShutdownManyClients under
+// -race on two cores, scheduling delays reached a second and the reading
+// client's pong missed its interval. Alone, the figures are tight.
 func TestHeartbeatClosesSilentPeerInTwoIntervals(t *testing.T) {
-	t.Parallel()
 	const interval = time.Second
 	type ended struct {
 		err error
