@@ -204,8 +204,10 @@ func TestDefaultQueueAbsorbsBursts(t *testing.T) {
 	t.Logf("16-slot queue: %d of %d clients closed as slow during a burst of %d", slow, clients, burst)
 }
 
+// TestHeartbeatClosesUnresponsivePeer is not parallel: the live client must
+// answer pings within the interval, which a CPU shared with a hundred
+// parallel -race tests cannot promise.
 func TestHeartbeatClosesUnresponsivePeer(t *testing.T) {
-	t.Parallel()
 	s := newServer(t, &notify.Options{PingInterval: 300 * time.Millisecond})
 	live, _ := dialReady(t, s, "")
 	// A client answers pings only while it reads; keep one reading.
@@ -248,13 +250,20 @@ func TestInboundViolationsGetCloseCodes(t *testing.T) {
 			s := newServer(t, nil)
 			bystander, _ := dialReady(t, s, "")
 			bad, _ := dialReady(t, s, "")
-			if err := bad.Write(context.Background(), tt.typ, tt.data); err != nil {
-				t.Fatal(err)
+			// The write may fail part way: the server closes as soon as it
+			// has read too much, and the unread rest makes its kernel reset
+			// the connection, which can also hide the close frame from the
+			// client. What the server decided is checked on its side.
+			writeErr := bad.Write(context.Background(), tt.typ, tt.data)
+			_, code := readUntilClose(t, bad)
+			oversize := tt.want == websocket.StatusMessageTooBig
+			if code != tt.want && !(oversize && code == -1) {
+				t.Errorf("client saw close code %d (write: %v), want %d", code, writeErr, tt.want)
 			}
-			if _, code := readUntilClose(t, bad); code != tt.want {
-				t.Errorf("close code %d, want %d", code, tt.want)
+			err := s.waitGone(t, 1)[0]
+			if closeCode(err) != tt.want && !(oversize && errors.Is(err, websocket.ErrMessageTooBig)) {
+				t.Errorf("server ended the connection with %v, want code %d", err, tt.want)
 			}
-			s.waitGone(t, 1)
 			broadcast(t, s.reg, notify.SocketMessage{Type: "still.here"})
 			if m := read(t, bystander); m.Type != "still.here" {
 				t.Errorf("bystander got %+v", m)
