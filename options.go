@@ -22,7 +22,8 @@ type Options struct {
 	// Origin header) may connect; foreign origins get 403 before the upgrade.
 	// Do not use "*": a foreign page could then read every notification
 	// with the user's cookies. Set InsecureAllowAnyOrigin instead if you
-	// really mean it.
+	// really mean it. A malformed pattern (see path.Match) refuses every
+	// foreign origin, as coder/websocket does.
 	OriginPatterns []string
 
 	// InsecureAllowAnyOrigin disables the origin check entirely. Default

@@ -8,7 +8,7 @@ type Stats struct {
 	Connections       int    // live connections
 	Broadcasts        uint64 // messages accepted by Broadcast and NotifyText on this Registry
 	Queued            uint64 // frames queued for connections (one per matching connection)
-	Sent              uint64 // frames written to connections
+	Sent              uint64 // frames written to connections (or to their coalescing buffer, sent with the next write call)
 	Dropped           uint64 // queued frames discarded because their connection closed first
 	SlowConsumers     uint64 // connections closed with CloseSlowConsumer
 	HeartbeatTimeouts uint64 // connections closed with CloseHeartbeatTimeout
