@@ -46,7 +46,7 @@ func notifyVersion() string {
 		return "unknown"
 	}
 	v := strings.TrimSpace(string(out))
-	dirty, err := exec.Command("git", "-C", "..", "status", "--porcelain", "--", ":(top,glob)*.go").Output()
+	dirty, err := exec.Command("git", "-C", "..", "status", "--porcelain", "--", ":(top,glob)*.go", ":(top,glob,exclude)*_test.go").Output()
 	if err == nil && len(bytes.TrimSpace(dirty)) > 0 {
 		v += " plus uncommitted changes"
 	}
