@@ -135,8 +135,10 @@ func (c *Client) writeLoop() {
 	var batch []item
 	for {
 		c.mu.Lock()
-		clear(batch)
-		c.spare = batch[:0]
+		if batch != nil {
+			clear(batch)
+			c.spare = batch[:0] // the next burst reuses it instead of allocating
+		}
 		if c.dead || len(c.queue) == 0 {
 			c.writing = false
 			c.mu.Unlock()
@@ -164,8 +166,9 @@ func (c *Client) writeBatch(batch []item) bool {
 	uncork := func() bool {
 		corked = false
 		c.writeStart.Store(time.Now().UnixNano())
-		err := c.cork.uncork()
+		n, err := c.cork.uncork()
 		c.writeStart.Store(0)
+		c.r.stats.writes.Add(uint64(n))
 		return err == nil
 	}
 	for i, it := range batch {
@@ -206,6 +209,9 @@ func (c *Client) write(it item) bool {
 		return false // the connection is closed; the read loop reports why
 	}
 	c.r.stats.sent.Add(1)
+	if c.cork == nil {
+		c.r.stats.writes.Add(1) // coder/websocket flushes every message
+	}
 	return true
 }
 

@@ -70,9 +70,10 @@ type corkConn struct {
 	net.Conn
 	pending []byte // read before the network; only the reading goroutine touches it
 
-	mu     sync.Mutex
-	corked bool
-	buf    *[]byte
+	mu      sync.Mutex
+	corked  bool
+	buf     *[]byte
+	flushes int // write calls since cork
 }
 
 var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -114,8 +115,10 @@ func (c *corkConn) cork() {
 	c.mu.Unlock()
 }
 
-// uncork sends what was gathered, with one write, and stops gathering.
-func (c *corkConn) uncork() error {
+// uncork sends what was gathered, with one write, and stops gathering. It
+// returns how many write calls the gathered bytes took since cork: 0 if
+// there were none, 1, or more when a batch passed maxCork.
+func (c *corkConn) uncork() (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
@@ -124,7 +127,9 @@ func (c *corkConn) uncork() error {
 		corkBufs.Put(c.buf)
 	}
 	c.buf = nil
-	return err
+	n := c.flushes
+	c.flushes = 0
+	return n, err
 }
 
 // flush writes the gathered bytes (c.mu held). A failed write closes the
@@ -135,6 +140,7 @@ func (c *corkConn) flush() error {
 	if len(b) == 0 {
 		return nil
 	}
+	c.flushes++
 	_, err := c.Conn.Write(b)
 	if err != nil {
 		c.Conn.Close()

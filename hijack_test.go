@@ -53,3 +53,20 @@ func TestFrameSentWithHandshakeIsRead(t *testing.T) {
 		t.Fatal("the frame sent with the handshake never reached OnMessage")
 	}
 }
+
+// TestBacklogIsCoalesced: a resuming client's replay is one backlog, which
+// goes out in one write call rather than one per frame.
+func TestBacklogIsCoalesced(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, nil)
+	const n = 100
+	for i := range n {
+		broadcast(t, s.reg, notify.SocketMessage{Type: "m", Data: i})
+	}
+	c := dial(t, s.ws+"?since=0")
+	readN(t, c, n+1) // hello and the replay
+	st := s.reg.Stats()
+	if st.Sent != n+1 || st.Writes > 2 {
+		t.Errorf("Stats: %d frames in %d write calls; want %d frames in one or two", st.Sent, st.Writes, n+1)
+	}
+}

@@ -148,6 +148,7 @@ func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOpt
 		remote:    o.RemoteAddr,
 		topics:    make(map[string]struct{}, len(o.Topics)),
 		cancel:    cancel,
+		cork:      cork,
 		held:      o.Resume,
 		resumable: o.Resume,
 	}

@@ -9,6 +9,7 @@ type Stats struct {
 	Broadcasts        uint64 // messages accepted by Broadcast and NotifyText on this Registry
 	Queued            uint64 // frames queued for connections (one per matching connection)
 	Sent              uint64 // frames written to connections (or to their coalescing buffer, sent with the next write call)
+	Writes            uint64 // write calls that carried those frames: fewer than Sent when a backlog was coalesced
 	Dropped           uint64 // queued frames discarded because their connection closed first
 	SlowConsumers     uint64 // connections closed with CloseSlowConsumer
 	HeartbeatTimeouts uint64 // connections closed with CloseHeartbeatTimeout
@@ -18,6 +19,7 @@ type Stats struct {
 
 type counters struct {
 	broadcasts, queued, sent, dropped   atomic.Uint64
+	writes                              atomic.Uint64
 	slow, heartbeat, readErrs, rejected atomic.Uint64
 }
 
@@ -28,6 +30,7 @@ func (r *Registry) Stats() Stats {
 		Broadcasts:        r.stats.broadcasts.Load(),
 		Queued:            r.stats.queued.Load(),
 		Sent:              r.stats.sent.Load(),
+		Writes:            r.stats.writes.Load(),
 		Dropped:           r.stats.dropped.Load(),
 		SlowConsumers:     r.stats.slow.Load(),
 		HeartbeatTimeouts: r.stats.heartbeat.Load(),
