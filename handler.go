@@ -15,8 +15,9 @@ import (
 )
 
 // Handler returns the http.Handler that upgrades requests to WebSocket
-// connections and serves them with [Registry.Add]. Mount it where clients
-// connect, e.g. mux.Handle("GET /ws", reg.Handler()).
+// connections and serves them as [Registry.Add] does, on a goroutine the
+// Registry owns: the handler itself returns right after the upgrade. Mount
+// it where clients connect, e.g. mux.Handle("GET /ws", reg.Handler()).
 //
 // Requests are checked in this order, and refused before any upgrade:
 //
@@ -86,12 +87,27 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		r.stats.rejected.Add(1)
 		return // Accept wrote the response
 	}
-	// The request's context must not be used after the hijack; the
-	// connection lives until it ends or the Registry stops.
-	err = r.serveConn(r.base, conn, o, hw.conn)
-	if err != nil {
-		r.opts.Logger.Debug("notify: connection ended", "remote", req.RemoteAddr, "err", err)
+	// The handler returns and the connection is served on a goroutine of
+	// the Registry's: net/http's goroutine, with its request, its 4 KiB read
+	// and write buffers and a stack grown by the handshake, would otherwise
+	// stay alive as long as the connection, which is most of an idle
+	// connection's memory. The request's context is not used after the
+	// hijack; the connection lives until it ends or the Registry stops.
+	r.mu.RLock()
+	if r.closed {
+		r.mu.RUnlock()
+		conn.Close(websocket.StatusGoingAway, ErrClosed.Error())
+		return
 	}
+	r.active.Add(1) // under r.mu, before stop can start waiting
+	r.mu.RUnlock()
+	remote, cork := req.RemoteAddr, hw.conn
+	go func() {
+		defer r.active.Done()
+		if err := r.serveConn(r.base, conn, o, cork); err != nil {
+			r.opts.Logger.Debug("notify: connection ended", "remote", remote, "err", err)
+		}
+	}()
 }
 
 // admit makes the checks that need no parsing: open registry, upgrade
