@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +23,7 @@ type Client struct {
 	resumable bool                // asked for resume: hears about epoch changes
 	topics    map[string]struct{} // guarded by r.mu
 	cancel    context.CancelFunc  // drops the connection without a handshake
-	cork      *corkConn           // the hijacked connection, for coalesced writes; nil for Add
+	fc        *frameConn          // the hijacked connection, for writing frames directly; nil for Add
 
 	mu          sync.Mutex
 	queue       []item
@@ -36,6 +37,7 @@ type Client struct {
 	pingQueued  bool  // a ping waits in the queue or is in flight
 	err         error // why the library closed the connection; nil for going away
 
+	vec        net.Buffers  // the writer's scratch for one writev
 	writeStart atomic.Int64 // UnixNano when the current write began, 0 when idle
 	nextPing   atomic.Int64 // UnixNano when the next ping is due
 	writers    sync.WaitGroup
@@ -50,6 +52,7 @@ const (
 	itemClose // close with 1001 once everything before it is written
 )
 
+// item is one queued thing to write; b is a complete frame (see wireFrame).
 type item struct {
 	b    []byte
 	kind itemKind
@@ -159,39 +162,39 @@ func (c *Client) writeLoop() {
 }
 
 // writeBatch writes a batch in order and reports whether to go on. On a
-// connection from the Handler, each run of frames is gathered and sent with
-// one write system call (see corkConn); pings and closes go out at once.
+// connection from the Handler, each run of frames goes out with one writev
+// system call (see frameConn); pings and closes go through coder/websocket.
 func (c *Client) writeBatch(batch []item) bool {
-	corked := false
-	uncork := func() bool {
-		corked = false
-		c.writeStart.Store(time.Now().UnixNano())
-		n, err := c.cork.uncork()
-		c.writeStart.Store(0)
-		c.r.stats.writes.Add(uint64(n))
-		return err == nil
-	}
-	for i, it := range batch {
-		if c.cork != nil {
-			frame := it.kind == itemMessage || it.kind == itemControl
-			if frame && !corked {
-				c.cork.cork()
-				corked = true
-			} else if !frame && corked && !uncork() {
-				c.r.stats.dropped.Add(uint64(countMessages(batch[i:])))
+	for i := 0; i < len(batch); {
+		if c.fc == nil || !batch[i].isFrame() {
+			if !c.write(batch[i]) {
+				c.r.stats.dropped.Add(uint64(countMessages(batch[i+1:])))
 				return false
 			}
+			i++
+			continue
 		}
-		if !c.write(it) {
-			if corked {
-				uncork() // send what was gathered before the failure, e.g. a close frame
-			}
-			c.r.stats.dropped.Add(uint64(countMessages(batch[i+1:])))
+		j := i
+		for ; j < len(batch) && batch[j].isFrame(); j++ {
+			c.vec = append(c.vec, batch[j].b)
+		}
+		c.writeStart.Store(time.Now().UnixNano())
+		err := c.fc.writeFrames(c.vec)
+		c.writeStart.Store(0)
+		clear(c.vec)
+		c.vec = c.vec[:0]
+		if err != nil {
+			c.r.stats.dropped.Add(uint64(countMessages(batch[i:])))
 			return false
 		}
+		c.r.stats.sent.Add(uint64(j - i))
+		c.r.stats.writes.Add(1)
+		i = j
 	}
-	return !corked || uncork()
+	return true
 }
+
+func (it item) isFrame() bool { return it.kind == itemMessage || it.kind == itemControl }
 
 // write performs one queued item and reports whether to go on.
 func (c *Client) write(it item) bool {
@@ -203,15 +206,13 @@ func (c *Client) write(it item) bool {
 		return false
 	}
 	c.writeStart.Store(time.Now().UnixNano())
-	err := c.conn.Write(context.Background(), websocket.MessageText, it.b)
+	err := c.conn.Write(context.Background(), websocket.MessageText, framePayload(it.b))
 	c.writeStart.Store(0)
 	if err != nil {
 		return false // the connection is closed; the read loop reports why
 	}
 	c.r.stats.sent.Add(1)
-	if c.cork == nil {
-		c.r.stats.writes.Add(1) // coder/websocket flushes every message
-	}
+	c.r.stats.writes.Add(1) // coder/websocket flushes every message
 	return true
 }
 

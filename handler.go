@@ -101,10 +101,10 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	r.active.Add(1) // under r.mu, before stop can start waiting
 	r.mu.RUnlock()
-	remote, cork := req.RemoteAddr, hw.conn
+	remote, fc := req.RemoteAddr, hw.conn
 	go func() {
 		defer r.active.Done()
-		if err := r.serveConn(r.base, conn, o, cork); err != nil {
+		if err := r.serveConn(r.base, conn, o, fc); err != nil {
 			r.opts.Logger.Debug("notify: connection ended", "remote", remote, "err", err)
 		}
 	}()

@@ -14,29 +14,28 @@ import (
 //   - Small buffers. net/http hands a hijacked connection 4 KiB read and
 //     4 KiB write buffers, which coder/websocket keeps for the connection's
 //     life; most notification connections are idle, and their inbound frames
-//     tiny. hijackBufSize buffers cut the resident memory per idle
-//     connection roughly in half.
-//   - Coalesced writes. coder/websocket flushes every message with its own
-//     write system call. A corkConn lets the connection's writer gather a
-//     backlog of frames in memory and send it with one call, which under
-//     bursts is several times cheaper per delivery than one call per frame.
+//     tiny. hijackBufSize buffers keep idle connections light.
+//   - Frames written directly. A frame from server to client is unmasked,
+//     so its bytes are the same for every connection: the Registry builds
+//     each one once (see wireFrame) and a connection's writer sends its whole
+//     backlog with one writev system call, with no copy per connection and
+//     without coder/websocket's per-message write path. coder/websocket still
+//     does everything else (reading, pongs, pings, the close handshake); its
+//     control frames and these data frames never interleave, since both go
+//     through frameConn's lock, and no data frame follows a close frame.
 //
-// Connections passed to Registry.Add by callers keep coder/websocket's own
-// behaviour.
+// Connections passed to Registry.Add by callers are written through
+// coder/websocket's Conn.Write, one message per call.
 
 // hijackBufSize is the size of the read and write buffers a hijacked
 // connection gets.
 const hijackBufSize = 512
 
-// maxCork is how many bytes a corked connection gathers before it writes
-// them out even mid-batch, bounding the memory of one flush.
-const maxCork = 64 << 10
-
-// hijacker wraps a ResponseWriter so that Hijack returns a corkConn with
+// hijacker wraps a ResponseWriter so that Hijack returns a frameConn with
 // small buffers.
 type hijacker struct {
 	http.ResponseWriter
-	conn *corkConn // set by Hijack
+	conn *frameConn // set by Hijack
 }
 
 func (h *hijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
@@ -46,7 +45,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &corkConn{Conn: nc}
+	c := &frameConn{Conn: nc}
 	if n := brw.Reader.Buffered(); n > 0 {
 		// Bytes the client sent right after its handshake: coder/websocket
 		// reads through the returned net.Conn, so that is where they go.
@@ -64,21 +63,17 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, bufio.NewReadWriter(bufio.NewReaderSize(c, hijackBufSize), bufio.NewWriterSize(c, hijackBufSize)), nil
 }
 
-// corkConn is a hijacked connection whose writes can be held back in
-// memory (cork) and sent with one write (uncork).
-type corkConn struct {
+// frameConn is a hijacked connection that the connection's writer can
+// also send ready-made frames through.
+type frameConn struct {
 	net.Conn
 	pending []byte // read before the network; only the reading goroutine touches it
 
-	mu      sync.Mutex
-	corked  bool
-	buf     *[]byte
-	flushes int // write calls since cork
+	mu        sync.Mutex // orders coder/websocket's writes and ours
+	closeSent bool       // coder/websocket wrote a close frame: no data may follow
 }
 
-var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-func (c *corkConn) Read(p []byte) (int, error) {
+func (c *frameConn) Read(p []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
 		c.pending = c.pending[n:]
@@ -87,63 +82,65 @@ func (c *corkConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// Write sends p, or gathers it while the connection is corked. Control
-// frames that coder/websocket writes from other goroutines (pongs, close)
-// go through here too and keep their order.
-func (c *corkConn) Write(p []byte) (int, error) {
+// opClose is the first byte of a close frame (FIN and opcode 8). Every
+// write coder/websocket makes here starts a frame: it flushes its buffer at
+// the end of each frame, and its control frames fit the buffer.
+const opClose = 0x88
+
+// Write carries coder/websocket's own writes: control frames, and data
+// frames of connections it writes itself.
+func (c *frameConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.corked {
-		return c.Conn.Write(p)
+	if len(p) > 0 && p[0] == opClose {
+		c.closeSent = true
 	}
-	*c.buf = append(*c.buf, p...)
-	if len(*c.buf) >= maxCork {
-		if err := c.flush(); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
+	return c.Conn.Write(p)
 }
 
-// cork starts gathering writes.
-func (c *corkConn) cork() {
-	c.mu.Lock()
-	c.corked = true
-	if c.buf == nil {
-		c.buf = corkBufs.Get().(*[]byte)
-	}
-	c.mu.Unlock()
-}
-
-// uncork sends what was gathered, with one write, and stops gathering. It
-// returns how many write calls the gathered bytes took since cork: 0 if
-// there were none, 1, or more when a batch passed maxCork.
-func (c *corkConn) uncork() (int, error) {
+// writeFrames sends complete frames, built by wireFrame, with one writev
+// system call (more only past the kernel's iovec limit). It consumes the
+// slice headers in frames, never the bytes they point to.
+func (c *frameConn) writeFrames(frames net.Buffers) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.corked = false
-	err := c.flush()
-	if cap(*c.buf) <= maxCork*2 {
-		corkBufs.Put(c.buf)
+	if c.closeSent {
+		return net.ErrClosed
 	}
-	c.buf = nil
-	n := c.flushes
-	c.flushes = 0
-	return n, err
-}
-
-// flush writes the gathered bytes (c.mu held). A failed write closes the
-// connection, so coder/websocket's reader notices and the connection ends.
-func (c *corkConn) flush() error {
-	b := *c.buf
-	*c.buf = b[:0]
-	if len(b) == 0 {
-		return nil
-	}
-	c.flushes++
-	_, err := c.Conn.Write(b)
+	_, err := frames.WriteTo(c.Conn)
 	if err != nil {
-		c.Conn.Close()
+		c.Conn.Close() // so coder/websocket's reader notices and the connection ends
 	}
 	return err
+}
+
+// wireFrame returns payload as a complete unmasked text frame, the form in
+// which every frame is queued: the header is built once per message, not
+// once per connection.
+func wireFrame(payload []byte) []byte {
+	n := len(payload)
+	var b []byte
+	switch {
+	case n < 126:
+		b = append(make([]byte, 0, 2+n), 0x81, byte(n))
+	case n < 1<<16:
+		b = append(make([]byte, 0, 4+n), 0x81, 126, byte(n>>8), byte(n))
+	default:
+		b = append(make([]byte, 0, 10+n), 0x81, 127)
+		for shift := 56; shift >= 0; shift -= 8 {
+			b = append(b, byte(uint64(n)>>shift))
+		}
+	}
+	return append(b, payload...)
+}
+
+// framePayload returns the payload of a frame built by wireFrame.
+func framePayload(f []byte) []byte {
+	switch f[1] {
+	case 126:
+		return f[4:]
+	case 127:
+		return f[10:]
+	}
+	return f[2:]
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,5 +69,37 @@ func TestBacklogIsCoalesced(t *testing.T) {
 	st := s.reg.Stats()
 	if st.Sent != n+1 || st.Writes > 2 {
 		t.Errorf("Stats: %d frames in %d write calls; want %d frames in one or two", st.Sent, st.Writes, n+1)
+	}
+}
+
+// TestFrameLengths sends payloads across the frame header's length
+// boundaries (125/126 and 65535/65536 bytes) and reads them back.
+func TestFrameLengths(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, nil)
+	c, _ := dialReady(t, s, "")
+	overhead := len(`{"seq":1,"type":"m","data":"","time":"2026-01-01T00:00:00Z"}`)
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var sizes []int
+	for _, frameLen := range []int{125, 126, 65535, 65536, 200000} {
+		data := strings.Repeat("x", frameLen-overhead)
+		broadcast(t, s.reg, notify.SocketMessage{Type: "m", Data: data, Time: at})
+		sizes = append(sizes, frameLen)
+	}
+	for i, want := range sizes {
+		_, b, err := c.Read(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// seq grows from 1 to 5: one digit throughout.
+		if len(b) != want {
+			t.Errorf("message %d: %d bytes, want %d", i, len(b), want)
+		}
+	}
+	if err := s.reg.NotifyText(context.Background(), strings.Repeat("é", 40000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := c.Read(context.Background()); err != nil || len(b) != 80000 {
+		t.Errorf("NotifyText of 80000 bytes: got %d bytes, %v", len(b), err)
 	}
 }

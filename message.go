@@ -149,12 +149,13 @@ func encodeBody(m *SocketMessage) ([]byte, error) {
 	return body, nil
 }
 
-// frame returns the wire form of a broker message: raw text as given, or the
-// body with its seq spliced in front, {"seq":N,…}. It is built once per
-// message and node and shared by every connection.
+// frame returns the WebSocket frame of a broker message (see wireFrame):
+// raw text as given, or the body with its seq spliced in front,
+// {"seq":N,…}. It is built once per message and node and shared by every
+// connection.
 func frame(m *Message) []byte {
 	if m.Raw {
-		return m.Body
+		return wireFrame(m.Body)
 	}
 	b := make([]byte, 0, len(m.Body)+28)
 	b = append(b, `{"seq":`...)
@@ -162,10 +163,11 @@ func frame(m *Message) []byte {
 	if len(m.Body) > 2 {
 		b = append(b, ',')
 	}
-	return append(b, m.Body[1:]...)
+	return wireFrame(append(b, m.Body[1:]...))
 }
 
-// controlFrame encodes a reserved message from the library to one client.
+// controlFrame encodes a reserved message from the library to one client,
+// as a WebSocket frame (see wireFrame).
 func controlFrame(typ string, data any) []byte {
 	b, err := json.Marshal(struct {
 		Type string `json:"type"`
@@ -174,5 +176,5 @@ func controlFrame(typ string, data any) []byte {
 	if err != nil {
 		panic("notify: encoding " + typ + ": " + err.Error()) // only library-made values are encoded here
 	}
-	return b
+	return wireFrame(b)
 }

@@ -112,14 +112,14 @@ func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts ...ConnOp
 }
 
 // serveConn is Add once the topics are checked.
-func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOptions, cork *corkConn) error {
+func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOptions, fc *frameConn) error {
 	conn.SetReadLimit(r.opts.ReadLimit)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(r.base, cancel)
 	defer stop()
 
-	c, err := r.register(ctx, conn, o, cancel, cork)
+	c, err := r.register(ctx, conn, o, cancel, fc)
 	if err != nil {
 		code := websocket.StatusTryAgainLater
 		if errors.Is(err, ErrClosed) {
@@ -139,7 +139,7 @@ var (
 
 // register adds a client to the registry and, for a resuming client, queues
 // its hello and replay ahead of any live message.
-func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc, cork *corkConn) (*Client, error) {
+func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc, fc *frameConn) (*Client, error) {
 	c := &Client{
 		r:         r,
 		conn:      conn,
@@ -148,7 +148,7 @@ func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOpt
 		remote:    o.RemoteAddr,
 		topics:    make(map[string]struct{}, len(o.Topics)),
 		cancel:    cancel,
-		cork:      cork,
+		fc:        fc,
 		held:      o.Resume,
 		resumable: o.Resume,
 	}
