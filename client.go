@@ -99,10 +99,21 @@ func (c *Client) matches(m *Message) bool {
 // enqueue queues one frame without blocking. A message that does not fit
 // closes the connection as a slow consumer: it resumes from its last seq.
 func (c *Client) enqueue(b []byte, kind itemKind) {
+	if c.enqueueDeferred(b, kind) {
+		go c.writeLoop()
+	}
+}
+
+// enqueueDeferred is enqueue for a fan-out loop: when the connection needs
+// a writer it reports true, with the writer counted, and the caller starts
+// c.writeLoop once the loop is done. Starting thousands of goroutines in the
+// middle of the loop would let them preempt it, and Broadcast would return
+// only after most of them had run.
+func (c *Client) enqueueDeferred(b []byte, kind itemKind) (start bool) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	o := &c.r.opts
 	if kind == itemMessage && (len(c.queue) >= o.QueueLength || c.queuedBytes+len(b) > o.QueueBytes) {
@@ -110,25 +121,34 @@ func (c *Client) enqueue(b []byte, kind itemKind) {
 		c.r.stats.slow.Add(1)
 		c.r.opts.Logger.Warn("notify: closing slow consumer", "client", c.id, "queued", o.QueueLength)
 		c.fail(CloseSlowConsumer, "notify: slow consumer, resume from your last seq", ErrSlowConsumer)
-		return
+		return false
 	}
 	c.queue = append(c.queue, item{b, kind})
 	c.queuedBytes += len(b)
-	c.startWriter()
+	start = c.needWriter()
 	c.mu.Unlock()
 	if kind == itemMessage {
 		c.r.stats.queued.Add(1)
 	}
+	return start
 }
 
 // startWriter starts the writer goroutine unless one runs (c.mu held).
 func (c *Client) startWriter() {
+	if c.needWriter() {
+		go c.writeLoop()
+	}
+}
+
+// needWriter reports whether a writer must be started, and if so counts it
+// as running (c.mu held).
+func (c *Client) needWriter() bool {
 	if c.writing || c.held || c.dead || len(c.queue) == 0 {
-		return
+		return false
 	}
 	c.writing = true
 	c.writers.Add(1)
-	go c.writeLoop()
+	return true
 }
 
 // writeLoop is the connection's only writer. It drains the queue in batches

@@ -50,6 +50,8 @@ type Registry struct {
 
 	bg sync.WaitGroup // short-lived goroutines closing connections
 
+	starting []*Client // deliver's scratch: connections whose writer it starts
+
 	stats counters
 }
 
@@ -234,26 +236,37 @@ func (r *Registry) deliver(m Message) {
 			}
 		}
 	}
+	start := r.starting[:0] // only the delivering goroutine uses it
+	add := func(c *Client) {
+		if c.enqueueDeferred(f, itemMessage) {
+			start = append(start, c)
+		}
+	}
 	switch {
 	case m.Client != "":
 		if c := r.byID[m.Client]; c != nil && c.matches(&m) {
-			c.enqueue(f, itemMessage)
+			add(c)
 		}
 	case m.User != "":
 		for c := range r.byUser[m.User] {
 			if c.matches(&m) {
-				c.enqueue(f, itemMessage)
+				add(c)
 			}
 		}
 	case m.Topic != "":
 		for c := range r.byTopic[m.Topic] {
-			c.enqueue(f, itemMessage)
+			add(c)
 		}
 	default:
 		for c := range r.clients {
-			c.enqueue(f, itemMessage)
+			add(c)
 		}
 	}
+	for _, c := range start {
+		go c.writeLoop()
+	}
+	clear(start)
+	r.starting = start[:0]
 }
 
 // newID returns a connection ID unique across nodes sharing a broker.
