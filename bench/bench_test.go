@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -152,5 +153,59 @@ func TestQuickScenarios(t *testing.T) {
 	}
 	if svg := rep.svg(); !strings.HasPrefix(svg, "<svg") {
 		t.Errorf("svg: %.40s", svg)
+	}
+}
+
+// TestReadTCP checks the sock_diag dump against a connection of its own:
+// both ends found, unread bytes counted, a closed end no longer ESTABLISHED.
+func TestReadTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	cl, sl := client.LocalAddr().(*net.TCPAddr), server.LocalAddr().(*net.TCPAddr)
+	srvKey, cliKey := makeKey(sl, cl), makeKey(cl, sl)
+	want := map[tcpKey]bool{srvKey: true, cliKey: true}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		socks, err := readTCP(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, c := socks[srvKey], socks[cliKey]
+		if s.established() && c.established() && c.rxQ == 1000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server %+v, client %+v", s, c)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	server.Close()
+	for {
+		socks, err := readTCP(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, ok := socks[srvKey]; !ok || !s.established() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("closed server end still ESTABLISHED")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -222,7 +222,7 @@ func (r *report) tables() []table {
 		{
 			scenario:   "stall-" + st,
 			title:      fmt.Sprintf("1%% stalled: %s connections, every %dth never reads", st, cfg.stallEvery),
-			note:       fmt.Sprintf("Same stream as the baseline. Latency and losses are the healthy connections'. A staller is evicted when the server closes its socket (seen in /proc/net/tcp), watched for %v from the start of the stream; its buffers count as full once they held 90%% of their peak (server send queue plus client receive queue).", cfg.stallWatch),
+			note:       fmt.Sprintf("Same stream as the baseline. Latency and losses are the healthy connections'. A staller is evicted when the server closes its socket (seen in the kernel socket table through sock_diag, polled every 100 ms in the baseline too), watched for %v from the start of the stream; its buffers count as full once they held 90%% of their peak (server send queue plus client receive queue).", cfg.stallWatch),
 			contenders: stallers,
 			cols: []column{
 				{key: "p99_ms", head: "healthy p99 ms", digits: 2, ratio: true, rng: true},

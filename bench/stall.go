@@ -7,10 +7,10 @@ import (
 )
 
 // stall runs the open-loop stream of the stall scenario and, where the
-// process has stallers, watches them through the kernel's socket table: how
-// many bytes sit in their buffers (server send queue plus client receive
-// queue) and when the server closes its end. Stallers never read, so the
-// harness cannot learn this from the WebSocket stream itself.
+// process has stallers, watches them through the kernel's socket table
+// (tcpstate.go): how many bytes sit in their buffers (server send queue
+// plus client receive queue) and when the server closes its end. Stallers
+// never read, so the harness cannot learn this from the WebSocket stream.
 func stall(scn string) step {
 	return func(e *env) result {
 		cfg := e.cfg
@@ -19,40 +19,44 @@ func stall(scn string) step {
 			return result{Scenario: scn, Err: err.Error()}
 		}
 		type watch struct {
-			srvKey, cliKey string
+			srvKey, cliKey tcpKey
 			evictAt        time.Duration // -1 while the server's end is open
 			times          []time.Duration
 			bufs           []int64
 		}
 		var ws []*watch
-		want := map[string]bool{}
+		want := map[tcpKey]bool{}
 		for _, c := range e.lg.conns {
 			if !c.healthy {
-				w := &watch{srvKey: tcpKey(srvAddr, c.local), cliKey: tcpKey(c.local, srvAddr), evictAt: -1}
+				w := &watch{srvKey: makeKey(srvAddr, c.local), cliKey: makeKey(c.local, srvAddr), evictAt: -1}
 				want[w.srvKey], want[w.cliKey] = true, true
 				ws = append(ws, w)
 			}
 		}
-		// The watcher polls every 100 ms until every staller is evicted or
-		// it is stopped; done is closed when it returns.
-		stop, done := make(chan struct{}), make(chan struct{})
+		// The watcher polls every 100 ms until stopped, in the baseline too
+		// (with nothing to watch), so both runs bear its cost; allGone is
+		// closed once every staller has been evicted.
+		stop, done, allGone := make(chan struct{}), make(chan struct{}), make(chan struct{})
 		start := time.Now()
 		go func() {
 			defer close(done)
 			tick := time.NewTicker(100 * time.Millisecond)
 			defer tick.Stop()
-			for open := len(ws); open > 0; {
+			open := len(ws)
+			for {
 				socks, err := readTCP(want)
-				if err == nil {
+				if err == nil && open > 0 {
 					at := time.Since(start)
 					for _, w := range ws {
-						s, ok := socks[w.srvKey]
 						if w.evictAt >= 0 {
 							continue
 						}
-						if !ok || !s.established {
+						s, ok := socks[w.srvKey]
+						if !ok || !s.established() {
 							w.evictAt = at
-							open--
+							if open--; open == 0 {
+								close(allGone)
+							}
 							continue
 						}
 						w.times = append(w.times, at)
@@ -74,9 +78,11 @@ func stall(scn string) step {
 		}
 		// Give stallers until stallWatch after the start to be evicted:
 		// some peers only notice at a write timeout.
-		select {
-		case <-done:
-		case <-time.After(time.Until(start.Add(cfg.stallWatch))):
+		if len(ws) > 0 {
+			select {
+			case <-allGone:
+			case <-time.After(time.Until(start.Add(cfg.stallWatch))):
+			}
 		}
 		close(stop)
 		<-done
