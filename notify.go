@@ -114,10 +114,19 @@ func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts ...ConnOp
 // serveConn is Add once the topics are checked.
 func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOptions, fc *frameConn) error {
 	conn.SetReadLimit(r.opts.ReadLimit)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(r.base, cancel)
-	defer stop()
+	var cancel context.CancelFunc
+	if fc != nil {
+		// A connection from the Handler is read with a context that never
+		// ends, which spares coder/websocket a context timer on every read
+		// and the connection a cancellable context: it is dropped by
+		// closing its socket instead.
+		ctx, cancel = context.Background(), func() { fc.Conn.Close() }
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(r.base, cancel)
+		defer stop()
+	}
 
 	c, err := r.register(ctx, conn, o, cancel, fc)
 	if err != nil {

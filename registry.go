@@ -30,8 +30,9 @@ type Registry struct {
 	nodeID    string
 	nextID    atomic.Uint64
 
-	// base is the parent of every connection's context; cancelling it drops
-	// every connection at once (Shutdown past its deadline).
+	// base is the parent of the contexts of connections added with Add;
+	// cancelling it drops them at once (Shutdown past its deadline), as
+	// closing their sockets drops the Handler's.
 	base     context.Context
 	dropAll  context.CancelFunc
 	stopBeat chan struct{}
@@ -184,6 +185,9 @@ func (r *Registry) stop(ctx context.Context, flush bool) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 		r.dropAll()
+		for _, c := range clients {
+			c.cancel()
+		}
 		<-done
 	}
 	r.dropAll()
