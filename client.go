@@ -37,7 +37,7 @@ type Client struct {
 	pingQueued  bool  // a ping waits in the queue or is in flight
 	err         error // why the library closed the connection; nil for going away
 
-	vec        net.Buffers  // the writer's scratch for one writev
+	vec, out   net.Buffers  // the writer's scratch for one writev
 	writeStart atomic.Int64 // UnixNano when the current write began, 0 when idle
 	nextPing   atomic.Int64 // UnixNano when the next ping is due
 	writers    sync.WaitGroup
@@ -199,7 +199,8 @@ func (c *Client) writeBatch(batch []item) bool {
 			c.vec = append(c.vec, batch[j].b)
 		}
 		c.writeStart.Store(time.Now().UnixNano())
-		err := c.fc.writeFrames(c.vec)
+		c.out = c.vec // writeFrames consumes c.out; c.vec keeps the backing array
+		err := c.fc.writeFrames(&c.out)
 		c.writeStart.Store(0)
 		clear(c.vec)
 		c.vec = c.vec[:0]

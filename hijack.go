@@ -99,9 +99,10 @@ func (c *frameConn) Write(p []byte) (int, error) {
 }
 
 // writeFrames sends complete frames, built by wireFrame, with one writev
-// system call (more only past the kernel's iovec limit). It consumes the
-// slice headers in frames, never the bytes they point to.
-func (c *frameConn) writeFrames(frames net.Buffers) error {
+// system call (more only past the kernel's iovec limit). It consumes
+// *frames (the slice and its headers), never the bytes they point to;
+// taking a pointer keeps the slice from escaping to the heap on every call.
+func (c *frameConn) writeFrames(frames *net.Buffers) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closeSent {
