@@ -18,19 +18,7 @@ import (
 // line, that nothing was upgraded, and that a connected client is unaffected.
 func TestHandlerRefusals(t *testing.T) {
 	t.Parallel()
-	upgrade := http.Header{
-		"Connection":            {"Upgrade"},
-		"Upgrade":               {"websocket"},
-		"Sec-Websocket-Version": {"13"},
-		"Sec-Websocket-Key":     {"dGhlIHNhbXBsZSBub25jZQ=="},
-	}
-	with := func(h http.Header, kv ...string) http.Header {
-		h = h.Clone()
-		for i := 0; i < len(kv); i += 2 {
-			h.Set(kv[i], kv[i+1])
-		}
-		return h
-	}
+	upgrade := upgradeHeader()
 	tests := []struct {
 		name   string
 		opts   notify.Options
@@ -39,10 +27,10 @@ func TestHandlerRefusals(t *testing.T) {
 		want   int
 	}{
 		{"plain GET", notify.Options{}, "", http.Header{}, http.StatusBadRequest},
-		{"upgrade without Connection", notify.Options{}, "", with(upgrade, "Connection", "keep-alive"), http.StatusUpgradeRequired},
-		{"foreign origin", notify.Options{}, "", with(upgrade, "Origin", "https://evil.example"), http.StatusForbidden},
-		{"origin not matching patterns", notify.Options{OriginPatterns: []string{"*.example.com"}}, "", with(upgrade, "Origin", "https://example.org"), http.StatusForbidden},
-		{"malformed origin", notify.Options{}, "", with(upgrade, "Origin", "::"), http.StatusForbidden},
+		{"upgrade without Connection", notify.Options{}, "", upgradeHeader("Connection", "keep-alive"), http.StatusUpgradeRequired},
+		{"foreign origin", notify.Options{}, "", upgradeHeader("Origin", "https://evil.example"), http.StatusForbidden},
+		{"origin not matching patterns", notify.Options{OriginPatterns: []string{"*.example.com"}}, "", upgradeHeader("Origin", "https://example.org"), http.StatusForbidden},
+		{"malformed origin", notify.Options{}, "", upgradeHeader("Origin", "::"), http.StatusForbidden},
 		{"bad since", notify.Options{}, "?since=abc", upgrade, http.StatusBadRequest},
 		{"negative since", notify.Options{}, "?since=-1", upgrade, http.StatusBadRequest},
 		{"repeated since", notify.Options{}, "?since=1&since=2", upgrade, http.StatusBadRequest},

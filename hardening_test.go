@@ -215,23 +215,7 @@ func (c *rawConn) reset() {
 // unaffected.
 func TestHostileHandshakes(t *testing.T) {
 	t.Parallel()
-	upgrade := http.Header{
-		"Connection":            {"Upgrade"},
-		"Upgrade":               {"websocket"},
-		"Sec-Websocket-Version": {"13"},
-		"Sec-Websocket-Key":     {"dGhlIHNhbXBsZSBub25jZQ=="},
-	}
-	with := func(kv ...string) http.Header {
-		h := upgrade.Clone()
-		for i := 0; i < len(kv); i += 2 {
-			if kv[i+1] == "" {
-				h.Del(kv[i])
-			} else {
-				h.Set(kv[i], kv[i+1])
-			}
-		}
-		return h
-	}
+	upgrade, with := upgradeHeader(), upgradeHeader
 	pinned := notify.Options{OriginPatterns: []string{"example.com", "https://secure.example"}}
 	expired := func(r *http.Request) (notify.Identity, error) {
 		if r.URL.Query().Has("expired") {

@@ -173,3 +173,22 @@ func newHTTPServer(t testing.TB, h http.HandlerFunc) string {
 	t.Cleanup(srv.Close)
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
+
+// upgradeHeader returns the headers of a valid WebSocket upgrade request,
+// with each key/value pair in kv set on top (an empty value deletes it).
+func upgradeHeader(kv ...string) http.Header {
+	h := http.Header{
+		"Connection":            {"Upgrade"},
+		"Upgrade":               {"websocket"},
+		"Sec-Websocket-Version": {"13"},
+		"Sec-Websocket-Key":     {"dGhlIHNhbXBsZSBub25jZQ=="},
+	}
+	for i := 0; i < len(kv); i += 2 {
+		if kv[i+1] == "" {
+			h.Del(kv[i])
+		} else {
+			h.Set(kv[i], kv[i+1])
+		}
+	}
+	return h
+}
