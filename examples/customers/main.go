@@ -36,18 +36,37 @@ func main() {
 	}
 }
 
+// Limits for a server open to the Internet; copy them with the rest. The
+// demo has no login, so the per-user limit applies per remote address.
+const (
+	maxConnections        = 10_000
+	maxConnectionsPerAddr = 50
+)
+
 // run serves the demo on addr until ctx ends, then shuts down.
 func run(ctx context.Context, addr string, out io.Writer) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	reg := notify.New(nil)
+	reg := notify.New(&notify.Options{
+		MaxConnections:        maxConnections,
+		MaxConnectionsPerUser: maxConnectionsPerAddr,
+	})
 	srv := &http.Server{
-		Handler:           app.New(reg, app.NewMemoryStore()),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: app.New(reg, app.NewMemoryStore()),
+		// Timeouts against clients that open connections and then trickle
+		// or stall: the headers, a whole request, a whole response, and an
+		// idle keep-alive connection each get a bound. WebSocket connections
+		// are not cut by them: net/http clears a connection's deadlines when
+		// it is hijacked, and notify has its own (WriteTimeout, heartbeats).
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
 	}
-	fmt.Fprintf(out, "customers demo on http://%s/\n", ln.Addr())
+	fmt.Fprintf(out, "customers demo on http://%s/\n", displayAddr(addr, ln.Addr()))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -69,4 +88,19 @@ func run(ctx context.Context, addr string, out io.Writer) error {
 		err = errors.Join(err, serr)
 	}
 	return errors.Join(err, <-regDone)
+}
+
+// displayAddr is the address to print: the host as given (localhost by
+// default, so that the URL works for IPv4 and IPv6 browsers alike) with the
+// port actually bound.
+func displayAddr(asked string, bound net.Addr) string {
+	host, _, err := net.SplitHostPort(asked)
+	_, port, perr := net.SplitHostPort(bound.String())
+	if err != nil || perr != nil {
+		return bound.String()
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }

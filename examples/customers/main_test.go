@@ -21,21 +21,7 @@ func TestMain(m *testing.M) {
 // stops it as SIGINT would: the page's connection must get 1001 and run
 // must return nil with nothing left running.
 func TestRunServesAndShutsDown(t *testing.T) {
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	out, w := io.Pipe()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, "127.0.0.1:0", w) }()
-
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, addr, ok := strings.Cut(line, "http://")
-	if !ok {
-		t.Fatalf("run printed %q, want a URL", line)
-	}
-	base := "http://" + strings.TrimSuffix(addr, "/\n")
+	base, stop, done := startRun(t, "127.0.0.1:0")
 
 	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -60,6 +46,65 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if _, _, err := c.Read(dctx); websocket.CloseStatus(err) != websocket.StatusGoingAway {
 		t.Errorf("after shutdown: %v, want close 1001", err)
 	}
+	if err := <-done; err != nil {
+		t.Errorf("run: %v", err)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+// startRun starts the command's server on addr and returns its URL, the
+// function that stops it as SIGINT would, and run's result.
+func startRun(t *testing.T, addr string) (base string, stop func(), done <-chan error) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	out, w := io.Pipe()
+	result := make(chan error, 1)
+	go func() { result <- run(ctx, addr, w) }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url, ok := strings.Cut(line, "http://")
+	if !ok {
+		t.Fatalf("run printed %q, want a URL", line)
+	}
+	return "http://" + strings.TrimSuffix(url, "/\n"), stop, result
+}
+
+// TestRunLimitsConnections: the demo is safe to copy, so one address
+// cannot hold more than maxConnectionsPerAddr connections, and it prints
+// the address as given.
+func TestRunLimitsConnections(t *testing.T) {
+	base, stop, done := startRun(t, "localhost:0")
+	if !strings.HasPrefix(base, "http://localhost:") {
+		t.Errorf("run printed %s, want the host as given (localhost)", base)
+	}
+	ws := "ws" + strings.TrimPrefix(base, "http") + "/ws"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var conns []*websocket.Conn
+	defer func() {
+		for _, c := range conns {
+			c.CloseNow()
+		}
+	}()
+	for i := range maxConnectionsPerAddr {
+		c, _, err := websocket.Dial(ctx, ws, nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		conns = append(conns, c)
+	}
+	_, resp, err := websocket.Dial(ctx, ws, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("connection %d from one address: %v, %v; want 429", maxConnectionsPerAddr+1, err, resp)
+	}
+	for _, c := range conns {
+		c.Close(websocket.StatusNormalClosure, "")
+	}
+	conns = nil
+	stop()
 	if err := <-done; err != nil {
 		t.Errorf("run: %v", err)
 	}
