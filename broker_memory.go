@@ -112,18 +112,22 @@ func (b *MemoryBroker) Subscribe(ctx context.Context, deliver func(Message)) (Po
 	return Position{Epoch: b.epoch, Seq: b.seq}, cancel, nil
 }
 
-// History implements [Broker].
+// History implements [Broker]. It copies the requested range under the
+// broker's lock, which it finds by position (retained seqs are
+// consecutive), so a resuming client's read holds up Publish only for the
+// copy of that range.
 func (b *MemoryBroker) History(ctx context.Context, after, upto uint64) ([]Message, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.trim(b.now())
-	var out []Message
 	oldest := b.seq + 1
 	if len(b.history) > 0 {
 		oldest = b.history[0].msg.Seq
 	}
-	for _, r := range b.history {
-		if r.msg.Seq > after && r.msg.Seq <= upto {
+	var out []Message
+	if lo, hi := max(after+1, oldest), min(upto, b.seq); lo <= hi {
+		out = make([]Message, 0, hi-lo+1)
+		for _, r := range b.history[lo-oldest : hi-oldest+1] {
 			out = append(out, r.msg)
 		}
 	}

@@ -22,20 +22,26 @@ type Client struct {
 	remote    string
 	resumable bool                // asked for resume: hears about epoch changes
 	topics    map[string]struct{} // guarded by r.mu
+	listed    bool                // in the Registry's maps; guarded by r.mu
 	cancel    context.CancelFunc  // drops the connection without a handshake
 	fc        *frameConn          // the hijacked connection, for writing frames directly; nil for Add
 
-	mu          sync.Mutex
-	queue       []item
-	spare       []item // the previous batch, reused to avoid allocation
-	queuedBytes int
-	writing     bool  // a writer goroutine is running
-	held        bool  // resume replay pending: queue, but do not write yet
-	closing     bool  // no more messages are accepted
-	dead        bool  // nothing more is written
-	closeBegun  bool  // a close handshake has been started
-	pingQueued  bool  // a ping waits in the queue or is in flight
-	err         error // why the library closed the connection; nil for going away
+	limit, refused bucket // inbound frames and refused requests; the read loop's alone
+
+	mu           sync.Mutex
+	queue        []item // live frames, written once the resume is done
+	spare        []item // the previous batch, reused to avoid allocation
+	resume       []item // hello, gap and the current replay chunk: written before queue
+	cursor       *replayCursor
+	queuedFrames int   // frames in queue and resume, counted against QueueLength
+	queuedBytes  int   // their bytes, counted against QueueBytes
+	writing      bool  // a writer goroutine is running
+	held         bool  // resume pending: queue live frames, but do not write yet
+	closing      bool  // no more messages are accepted
+	dead         bool  // nothing more is written
+	closeBegun   bool  // a close handshake has been started
+	pingQueued   bool  // a ping waits in the queue or is in flight
+	err          error // why the library closed the connection; nil for going away
 
 	vec, out   net.Buffers  // the writer's scratch for one writev
 	writeStart atomic.Int64 // UnixNano when the current write began, 0 when idle
@@ -47,7 +53,7 @@ type itemKind uint8
 
 const (
 	itemMessage itemKind = iota
-	itemControl          // a reserved message to this client only, not counted against QueueLength
+	itemControl          // a reserved message to this client only (hello, gap, error)
 	itemPing
 	itemClose // close with 1001 once everything before it is written
 )
@@ -96,7 +102,7 @@ func (c *Client) matches(m *Message) bool {
 	return true
 }
 
-// enqueue queues one frame without blocking. A message that does not fit
+// enqueue queues one frame without blocking. A frame that does not fit
 // closes the connection as a slow consumer: it resumes from its last seq.
 func (c *Client) enqueue(b []byte, kind itemKind) {
 	if c.enqueueDeferred(b, kind) {
@@ -109,6 +115,10 @@ func (c *Client) enqueue(b []byte, kind itemKind) {
 // c.writeLoop once the loop is done. Starting thousands of goroutines in the
 // middle of the loop would let them preempt it, and Broadcast would return
 // only after most of them had run.
+//
+// Every frame counts against QueueLength and QueueBytes, the library's own
+// replies included: a client that provokes replies and never reads is a
+// slow consumer like any other.
 func (c *Client) enqueueDeferred(b []byte, kind itemKind) (start bool) {
 	c.mu.Lock()
 	if c.closing {
@@ -116,14 +126,16 @@ func (c *Client) enqueueDeferred(b []byte, kind itemKind) (start bool) {
 		return false
 	}
 	o := &c.r.opts
-	if kind == itemMessage && (len(c.queue) >= o.QueueLength || c.queuedBytes+len(b) > o.QueueBytes) {
+	if c.queuedFrames >= o.QueueLength || c.queuedBytes+len(b) > o.QueueBytes {
+		queued, bytes := c.queuedFrames, c.queuedBytes
 		c.mu.Unlock()
 		c.r.stats.slow.Add(1)
-		c.r.opts.Logger.Warn("notify: closing slow consumer", "client", c.id, "queued", o.QueueLength)
+		c.r.warnThrottled(int(CloseSlowConsumer), "notify: closing slow consumer", "client", c.id, "frames", queued, "bytes", bytes)
 		c.fail(CloseSlowConsumer, "notify: slow consumer, resume from your last seq", ErrSlowConsumer)
 		return false
 	}
 	c.queue = append(c.queue, item{b, kind})
+	c.queuedFrames++
 	c.queuedBytes += len(b)
 	start = c.needWriter()
 	c.mu.Unlock()
@@ -143,7 +155,10 @@ func (c *Client) startWriter() {
 // needWriter reports whether a writer must be started, and if so counts it
 // as running (c.mu held).
 func (c *Client) needWriter() bool {
-	if c.writing || c.held || c.dead || len(c.queue) == 0 {
+	if c.writing || c.held || c.dead {
+		return false
+	}
+	if len(c.resume) == 0 && c.cursor == nil && len(c.queue) == 0 {
 		return false
 	}
 	c.writing = true
@@ -151,8 +166,10 @@ func (c *Client) needWriter() bool {
 	return true
 }
 
-// writeLoop is the connection's only writer. It drains the queue in batches
-// and exits when the queue is empty, so an idle connection has no writer.
+// writeLoop is the connection's only writer. It writes the resume (hello,
+// then the replay, fetched a chunk at a time so that it never holds more
+// than the queue's bounds), then the live queue, in batches, and exits when
+// there is nothing left, so an idle connection has no writer.
 func (c *Client) writeLoop() {
 	defer c.writers.Done()
 	var batch []item
@@ -160,16 +177,48 @@ func (c *Client) writeLoop() {
 		c.mu.Lock()
 		if batch != nil {
 			clear(batch)
-			c.spare = batch[:0] // the next burst reuses it instead of allocating
+			if c.spare == nil {
+				c.spare = batch[:0] // the next burst reuses it instead of allocating
+			}
+			batch = nil
 		}
-		if c.dead || len(c.queue) == 0 {
+		if !c.dead && len(c.resume) == 0 && c.cursor != nil {
+			cur := *c.cursor
+			room := c.replayRoom()
+			c.mu.Unlock()
+			chunk, next := c.r.replayChunk(c, cur, room)
+			c.mu.Lock()
+			if c.cursor != nil { // nil if the connection failed meanwhile
+				c.cursor = next
+				c.resume = chunk
+				for _, it := range chunk {
+					c.queuedFrames++
+					c.queuedBytes += len(it.b)
+				}
+				c.r.stats.queued.Add(uint64(countMessages(chunk)))
+			}
+			c.mu.Unlock()
+			continue
+		}
+		switch {
+		case c.dead:
+		case len(c.resume) > 0:
+			batch, c.resume = c.resume, nil
+		case c.cursor == nil && len(c.queue) > 0:
+			batch = c.queue
+			c.queue, c.spare = c.spare, nil
+		}
+		if batch == nil {
 			c.writing = false
 			c.mu.Unlock()
 			return
 		}
-		batch = c.queue
-		c.queue, c.spare = c.spare, nil
-		c.queuedBytes = 0
+		for _, it := range batch {
+			if it.isFrame() {
+				c.queuedFrames--
+				c.queuedBytes -= len(it.b)
+			}
+		}
 		c.mu.Unlock()
 
 		if !c.writeBatch(batch) {
@@ -250,7 +299,7 @@ func (c *Client) ping() bool {
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			c.r.stats.heartbeat.Add(1)
-			c.r.opts.Logger.Warn("notify: heartbeat timeout", "client", c.id)
+			c.r.warnThrottled(int(CloseHeartbeatTimeout), "notify: heartbeat timeout", "client", c.id)
 			c.fail(CloseHeartbeatTimeout, "notify: no pong within the ping interval", errHeartbeat)
 		}
 		return false
@@ -274,9 +323,11 @@ func (c *Client) queuePing() {
 var errHeartbeat = errors.New("notify: heartbeat timeout")
 
 // fail closes the connection with code and reason, dropping what is queued,
-// and records err as the reason [Registry.Add] returns. The close handshake
-// runs on its own goroutine, bounded by closeGrace, so fail never blocks
-// its caller.
+// and records err as the reason [Registry.Add] returns. The connection
+// leaves the Registry at once, so it gets nothing new, but the frame being
+// written and the close frame still go out: the close handshake runs on its
+// own goroutine, and the connection is dropped only if it has not ended
+// within WriteTimeout plus closeGrace. fail never blocks its caller.
 func (c *Client) fail(code websocket.StatusCode, reason string, err error) {
 	c.mu.Lock()
 	if c.dead {
@@ -285,27 +336,40 @@ func (c *Client) fail(code websocket.StatusCode, reason string, err error) {
 	}
 	c.closing, c.dead = true, true
 	c.err = fmt.Errorf("%w (%w)", err, websocket.CloseError{Code: code, Reason: reason})
-	dropped := countMessages(c.queue)
-	c.queue = nil
+	dropped := c.dropQueued()
 	begin := !c.closeBegun
 	c.closeBegun = true
 	c.mu.Unlock()
 	c.r.stats.dropped.Add(uint64(dropped))
-	if begin {
-		c.r.bg.Add(1)
-		go func() {
-			defer c.r.bg.Done()
-			drop := time.AfterFunc(closeGrace, c.cancel)
-			defer drop.Stop()
-			c.conn.Close(code, reason)
-		}()
-	}
+	c.r.bg.Add(1)
+	go func() {
+		defer c.r.bg.Done()
+		c.r.unregister(c) // not under fail's caller's locks: deliver calls fail with r.mu held
+		if !begin {
+			return
+		}
+		drop := time.AfterFunc(c.r.opts.WriteTimeout+closeGrace, c.cancel)
+		defer drop.Stop()
+		stop := context.AfterFunc(c.r.base, c.cancel) // Shutdown past its deadline drops it too
+		defer stop()
+		c.conn.Close(code, reason)
+	}()
 }
 
-// closeGrace bounds the close handshake of a connection the library closes
-// for cause (slow, unresponsive, abusive): after it the connection is
-// dropped, so such peers leave the Registry within a second.
+// closeGrace bounds how long a peer the library closes for cause (slow,
+// unresponsive, abusive) has to answer the close frame once it is written.
 const closeGrace = time.Second
+
+// dropQueued empties the queue and the resume and returns how many
+// messages it dropped (c.mu held).
+func (c *Client) dropQueued() int {
+	n := countMessages(c.queue) + countMessages(c.resume)
+	clear(c.queue)
+	c.queue = c.queue[:0]
+	c.resume, c.cursor = nil, nil
+	c.queuedFrames, c.queuedBytes = 0, 0
+	return n
+}
 
 // abort drops the connection at once, without a close handshake: for a
 // write stuck past WriteTimeout, where no close frame could get through.
@@ -317,8 +381,7 @@ func (c *Client) abort(err error) {
 	}
 	c.closing, c.dead = true, true
 	c.err = err
-	dropped := countMessages(c.queue)
-	c.queue = nil
+	dropped := c.dropQueued()
 	c.mu.Unlock()
 	c.r.stats.dropped.Add(uint64(dropped))
 	c.cancel()
@@ -334,12 +397,11 @@ func (c *Client) goAway(flush bool) {
 	}
 	c.closing = true
 	if !flush {
-		c.r.stats.dropped.Add(uint64(countMessages(c.queue)))
-		c.queue = c.queue[:0]
+		c.r.stats.dropped.Add(uint64(c.dropQueued()))
 	}
 	c.closeBegun = true
-	// A held queue stays held: the resume replay must still go first, and
-	// register releases it right away.
+	// A held queue stays held: the resume must still go first, and
+	// register starts it right away.
 	c.queue = append(c.queue, item{kind: itemClose})
 	c.startWriter()
 }
@@ -358,15 +420,16 @@ func countMessages(items []item) int {
 // goroutine, the writer on demand. It unregisters the client, waits for its
 // writer and reports why it ended.
 func (c *Client) serve(ctx context.Context) error {
-	if c.r.opts.OnConnect != nil {
-		c.r.opts.OnConnect(c)
+	if hook := c.r.opts.OnConnect; hook != nil {
+		if err := c.r.contain("OnConnect", func() { hook(c) }, "client", c.id); err != nil {
+			c.fail(websocket.StatusInternalError, "notify: internal error", err)
+		}
 	}
 	readErr := c.readLoop(ctx)
 
 	c.mu.Lock()
 	c.closing, c.dead = true, true
-	dropped := countMessages(c.queue)
-	c.queue = nil
+	dropped := c.dropQueued()
 	begin := !c.closeBegun
 	c.closeBegun = true
 	result := c.err
@@ -383,8 +446,8 @@ func (c *Client) serve(ctx context.Context) error {
 	if result == nil {
 		result = c.endReason(ended, readErr)
 	}
-	if c.r.opts.OnDisconnect != nil {
-		c.r.opts.OnDisconnect(c, result)
+	if hook := c.r.opts.OnDisconnect; hook != nil {
+		_ = c.r.contain("OnDisconnect", func() { hook(c, result) }, "client", c.id) // logged; the connection is gone already
 	}
 	c.r.active.Done()
 	return result

@@ -1,6 +1,8 @@
 package notify
 
 import (
+	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -19,56 +21,46 @@ import (
 // Registry owns: the handler itself returns right after the upgrade. Mount
 // it where clients connect, e.g. mux.Handle("GET /ws", reg.Handler()).
 //
-// Requests are checked in this order, and refused before any upgrade:
+// Requests are checked in this order, cheapest first, and refused before
+// any upgrade:
 //
 //	503  the Registry is closed, or Options.MaxConnections is reached
-//	400  not a WebSocket upgrade request (a plain GET), or bad query values
-//	426  an Upgrade: websocket request that breaks the handshake rules
+//	400  not a WebSocket upgrade request (a plain GET)
+//	426  an Upgrade: websocket request that breaks the handshake rules: not
+//	     a GET, no Connection: Upgrade, or a Sec-WebSocket-Version other
+//	     than 13 (the answer names the versions supported)
+//	400  a missing or malformed Sec-WebSocket-Key
 //	403  an Origin not allowed by Options.OriginPatterns
+//	400  bad query values
 //	401  Options.Authorize refused the request (403 if it wrapped ErrForbidden),
 //	     or returned an Identity whose Expires has passed
 //	403  Options.AuthorizeTopic refused a topic
 //	429  Options.MaxConnectionsPerUser is reached
+//	500  Options.Authorize or Options.AuthorizeTopic panicked (logged with
+//	     its stack)
 //
 // The query may carry topic=NAME (repeatable), since=SEQ or since=now, and
-// epoch=EPOCH; see [ParseQuery]. Each refusal has a one-line text body.
+// epoch=EPOCH; see [ParseQuery]. Each refusal has a one-line text body, and
+// is logged at Warn level at most once a minute per status (with the count
+// of those not logged), so that a page served from another origin is
+// noticed during development without flooding a production log.
 func (r *Registry) Handler() http.Handler {
 	return http.HandlerFunc(r.serveHTTP)
 }
 
 func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
-	status, err := r.admit(req)
+	o, status, err := r.check(req)
 	if err != nil {
 		r.stats.rejected.Add(1)
-		r.opts.Logger.Debug("notify: upgrade refused", "status", status, "remote", req.RemoteAddr, "path", req.URL.Path, "err", err)
-		if status == http.StatusUpgradeRequired {
+		r.logRefusal(status, req, err)
+		switch status {
+		case http.StatusUpgradeRequired:
 			w.Header().Set("Connection", "Upgrade")
 			w.Header().Set("Upgrade", "websocket")
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		case http.StatusInternalServerError:
+			err = errors.New("notify: internal error") // the details are in the log
 		}
-		http.Error(w, err.Error(), status)
-		return
-	}
-	o, err := ParseQuery(req.URL.Query())
-	if err == nil {
-		o.RemoteAddr = remoteIP(req)
-		o.Identity, status, err = r.authorize(req)
-	} else {
-		status = http.StatusBadRequest
-	}
-	if err == nil {
-		if err = r.checkTopics(req.Context(), o.Identity, o.Topics); err != nil {
-			status = http.StatusBadRequest
-			if errors.Is(err, ErrForbidden) {
-				status = http.StatusForbidden
-			}
-		}
-	}
-	if err == nil {
-		status, err = r.checkLimits(o)
-	}
-	if err != nil {
-		r.stats.rejected.Add(1)
-		r.opts.Logger.Debug("notify: upgrade refused", "status", status, "remote", req.RemoteAddr, "path", req.URL.Path, "err", err)
 		http.Error(w, err.Error(), status)
 		return
 	}
@@ -82,6 +74,9 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		// mostly small, and mixing secrets with attacker-chosen text in one
 		// compressed stream invites CRIME/BREACH-style attacks.
 		CompressionMode: websocket.CompressionDisabled,
+		OnPingReceived: func(ctx context.Context, payload []byte) bool {
+			return hw.conn.onPing == nil || hw.conn.onPing(ctx, payload)
+		},
 	})
 	if err != nil {
 		r.stats.rejected.Add(1)
@@ -110,32 +105,82 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	}()
 }
 
-// admit makes the checks that need no parsing: open registry, upgrade
-// request, handshake headers, origin.
-func (r *Registry) admit(req *http.Request) (int, error) {
+// check makes every check of an upgrade request, in the documented order,
+// and returns the connection's options or the status to refuse it with.
+func (r *Registry) check(req *http.Request) (ConnOptions, int, error) {
 	if r.isClosed() {
-		return http.StatusServiceUnavailable, ErrClosed
+		return ConnOptions{}, http.StatusServiceUnavailable, ErrClosed
 	}
-	if !headerHasToken(req.Header, "Upgrade", "websocket") {
-		return http.StatusBadRequest, errors.New("notify: expected a WebSocket upgrade request")
+	if err := r.checkCapacity(); err != nil {
+		return ConnOptions{}, http.StatusServiceUnavailable, err
 	}
-	if req.Method != http.MethodGet || !headerHasToken(req.Header, "Connection", "upgrade") {
-		return http.StatusUpgradeRequired, errors.New("notify: a WebSocket upgrade must be a GET with Connection: Upgrade")
+	if status, err := checkHandshake(req); err != nil {
+		return ConnOptions{}, status, err
 	}
 	if !r.opts.InsecureAllowAnyOrigin {
 		if err := checkOrigin(req, r.opts.OriginPatterns); err != nil {
-			return http.StatusForbidden, err
+			return ConnOptions{}, http.StatusForbidden, err
 		}
+	}
+	o, err := ParseQuery(req.URL.Query())
+	if err != nil {
+		return ConnOptions{}, http.StatusBadRequest, err
+	}
+	o.RemoteAddr = remoteIP(req)
+	var status int
+	if o.Identity, status, err = r.authorize(req); err != nil {
+		return ConnOptions{}, status, err
+	}
+	if err := r.checkTopics(req.Context(), o.Identity, o.Topics); err != nil {
+		switch {
+		case errors.Is(err, errHookPanic):
+			return ConnOptions{}, http.StatusInternalServerError, err
+		case errors.Is(err, ErrForbidden):
+			return ConnOptions{}, http.StatusForbidden, err
+		}
+		return ConnOptions{}, http.StatusBadRequest, err
+	}
+	if status, err := r.checkLimits(o); err != nil {
+		return ConnOptions{}, status, err
+	}
+	return o, 0, nil
+}
+
+// checkHandshake checks the headers of a WebSocket handshake (RFC 6455,
+// section 4.2.1) the way coder/websocket will, so that the statuses are the
+// documented ones and Authorize never runs for a request that cannot be
+// upgraded.
+func checkHandshake(req *http.Request) (int, error) {
+	if !headerHasToken(req.Header, "Upgrade", "websocket") {
+		return http.StatusBadRequest, errors.New("notify: expected a WebSocket upgrade request")
+	}
+	if req.Method != http.MethodGet || !req.ProtoAtLeast(1, 1) || !headerHasToken(req.Header, "Connection", "upgrade") {
+		return http.StatusUpgradeRequired, errors.New("notify: a WebSocket upgrade must be an HTTP/1.1 GET with Connection: Upgrade")
+	}
+	if req.Header.Get("Sec-WebSocket-Version") != "13" {
+		return http.StatusUpgradeRequired, errors.New("notify: Sec-WebSocket-Version must be 13")
+	}
+	keys := req.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return http.StatusBadRequest, errors.New("notify: a WebSocket upgrade needs one Sec-WebSocket-Key")
+	}
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
+		return http.StatusBadRequest, errors.New("notify: malformed Sec-WebSocket-Key")
 	}
 	return 0, nil
 }
 
 // authorize runs Options.Authorize.
 func (r *Registry) authorize(req *http.Request) (Identity, int, error) {
-	if r.opts.Authorize == nil {
+	hook := r.opts.Authorize
+	if hook == nil {
 		return Identity{}, 0, nil
 	}
-	id, err := r.opts.Authorize(req)
+	var id Identity
+	var err error
+	if perr := r.contain("Authorize", func() { id, err = hook(req) }, "remote", req.RemoteAddr); perr != nil {
+		return Identity{}, http.StatusInternalServerError, perr
+	}
 	if err == nil && !id.Expires.IsZero() && !time.Now().Before(id.Expires) {
 		err = errExpired // never upgrade for an authorisation that has already ended
 	}
@@ -148,8 +193,18 @@ func (r *Registry) authorize(req *http.Request) (Identity, int, error) {
 	return Identity{}, http.StatusUnauthorized, err
 }
 
-// checkLimits applies the connection limits before the upgrade; register
-// applies them again, atomically, after it.
+// checkCapacity applies Options.MaxConnections before anything costly runs.
+func (r *Registry) checkCapacity() error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if max := r.opts.MaxConnections; max > 0 && len(r.clients) >= max {
+		return errTooManyConns
+	}
+	return nil
+}
+
+// checkLimits applies the connection limits once the identity is known;
+// register applies them again, atomically, after the upgrade.
 func (r *Registry) checkLimits(o ConnOptions) (int, error) {
 	r.mu.RLock()
 	err := r.overLimit(o.Identity.User, o.RemoteAddr, 0)
@@ -161,6 +216,16 @@ func (r *Registry) checkLimits(o ConnOptions) (int, error) {
 		return http.StatusTooManyRequests, err
 	}
 	return 0, nil
+}
+
+// logRefusal logs a refused upgrade (see warnThrottled). Query strings are
+// never logged, since they may carry tokens.
+func (r *Registry) logRefusal(status int, req *http.Request, err error) {
+	if status == http.StatusInternalServerError {
+		return // contain logged it, with the stack
+	}
+	r.warnThrottled(status, "notify: upgrade refused",
+		"status", status, "remote", req.RemoteAddr, "path", req.URL.Path, "origin", req.Header.Get("Origin"), "err", err)
 }
 
 // ParseQuery reads a connection's options from an upgrade URL's query:

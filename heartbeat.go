@@ -39,7 +39,7 @@ func (r *Registry) visit(now time.Time) {
 		switch {
 		case c.writeStart.Load() != 0 && n-c.writeStart.Load() > timeout:
 			r.stats.slow.Add(1)
-			r.opts.Logger.Warn("notify: write timeout", "client", c.id)
+			r.warnThrottled(int(CloseSlowConsumer), "notify: write timeout", "client", c.id)
 			c.abort(fmt.Errorf("%w: write took longer than %v (%w)", ErrSlowConsumer, r.opts.WriteTimeout,
 				websocket.CloseError{Code: CloseSlowConsumer, Reason: "notify: write timeout"}))
 		case !c.ident.Expires.IsZero() && now.After(c.ident.Expires):

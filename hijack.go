@@ -3,6 +3,7 @@ package notify
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"net"
 	"net/http"
 	"sync"
@@ -68,6 +69,10 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type frameConn struct {
 	net.Conn
 	pending []byte // read before the network; only the reading goroutine touches it
+
+	// onPing, set before the first read, decides whether coder/websocket
+	// answers a ping (see Client.onPing); only the reading goroutine uses it.
+	onPing func(ctx context.Context, payload []byte) bool
 
 	mu        sync.Mutex // orders coder/websocket's writes and ours
 	closeSent bool       // coder/websocket wrote a close frame: no data may follow

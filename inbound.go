@@ -19,6 +19,16 @@ var (
 	errRate        = errors.New("notify: inbound message rate exceeded")
 	errReserved    = errors.New("notify: unknown reserved message")
 	errExpired     = errors.New("notify: authorisation expired")
+	errRefusals    = errors.New("notify: too many refused requests")
+)
+
+// A connection may have refusedBurst requests refused, and one more every
+// 1/refusedRate seconds; past that it is closed with 1008. Honest clients
+// are refused rarely (a topic they may not join); a client that keeps
+// asking is probing or broken.
+const (
+	refusedRate  = 0.1
+	refusedBurst = 8
 )
 
 // inbound is a client's request. Frames that are JSON objects whose type
@@ -33,8 +43,6 @@ type inbound struct {
 // the rules close the connection with a specific code; the loop goes on
 // reading until the close handshake ends, so the peer's close is seen.
 func (c *Client) readLoop(ctx context.Context) error {
-	limit := bucket{rate: c.r.opts.InboundRate, burst: float64(c.r.opts.InboundBurst)}
-	limit.tokens = limit.burst
 	for {
 		typ, data, err := c.conn.Read(ctx)
 		if err != nil {
@@ -45,7 +53,7 @@ func (c *Client) readLoop(ctx context.Context) error {
 		c.mu.Unlock()
 		switch {
 		case dead:
-		case !limit.allow(time.Now()):
+		case !c.limit.allow(time.Now()):
 			c.fail(websocket.StatusPolicyViolation, "notify: too many messages", errRate)
 		case typ != websocket.MessageText:
 			c.fail(websocket.StatusUnsupportedData, "notify: binary frames are not supported", errBinary)
@@ -55,6 +63,27 @@ func (c *Client) readLoop(ctx context.Context) error {
 			c.handle(ctx, data)
 		}
 	}
+}
+
+// onPing decides whether to answer a ping; coder/websocket calls it on the
+// read loop's goroutine. Pings count against the inbound rate like any
+// frame, so a ping flood closes the connection with 1008. Once the library
+// has begun to close the connection, pings are not answered: coder/websocket
+// would refuse to write a pong after the close frame and fail the read,
+// and the connection would be torn down before the peer has read what was
+// flushed to it.
+func (c *Client) onPing(context.Context, []byte) bool {
+	c.mu.Lock()
+	closing := c.closeBegun
+	c.mu.Unlock()
+	if closing {
+		return false
+	}
+	if !c.limit.allow(time.Now()) {
+		c.fail(websocket.StatusPolicyViolation, "notify: too many messages", errRate)
+		return false
+	}
+	return true
 }
 
 // handle acts on one valid text frame.
@@ -80,9 +109,7 @@ func (c *Client) handle(ctx context.Context, data []byte) {
 	switch in.Type {
 	case TypeSubscribe:
 		if err := c.subscribe(ctx, in.Topic); err != nil {
-			c.enqueue(controlFrame(TypeError, map[string]string{
-				"request": in.Type, "topic": in.Topic, "error": err.Error(),
-			}), itemControl)
+			c.refuse(in.Type, in.Topic, err)
 		}
 	case TypeUnsubscribe:
 		c.unsubscribe(in.Topic)
@@ -91,17 +118,40 @@ func (c *Client) handle(ctx context.Context, data []byte) {
 	}
 }
 
+// refuse answers a refused request with a short notify.error, which names
+// the topic only when it is a valid name and says why in at most 123 bytes
+// (so it is never more than a few hundred bytes, whatever the request). A panicking hook closes the connection with
+// 1011 instead, and so does a client that keeps being refused, with 1008.
+func (c *Client) refuse(request, topic string, err error) {
+	if errors.Is(err, errHookPanic) {
+		c.fail(websocket.StatusInternalError, "notify: internal error", err)
+		return
+	}
+	if !c.refused.allow(time.Now()) {
+		c.fail(websocket.StatusPolicyViolation, "notify: too many refused requests", errRefusals)
+		return
+	}
+	reply := refusal{Request: request, Error: "notify: invalid topic name"}
+	if ValidTopic(topic) {
+		reply.Topic, reply.Error = topic, truncateReason(err.Error())
+	}
+	c.enqueue(controlFrame(TypeError, reply), itemControl)
+}
+
+// refusal is the data of a notify.error message.
+type refusal struct {
+	Request string `json:"request"`
+	Topic   string `json:"topic,omitempty"`
+	Error   string `json:"error"`
+}
+
 // onMessage runs the OnMessage hook. A panic in it closes this connection
 // with 1011 (internal error) instead of taking down the process or leaving
 // the connection registered.
 func (c *Client) onMessage(ctx context.Context, data []byte) {
-	defer func() {
-		if p := recover(); p != nil {
-			c.r.opts.Logger.Error("notify: OnMessage panicked", "client", c.id, "panic", p)
-			c.fail(websocket.StatusInternalError, "notify: internal error", fmt.Errorf("notify: OnMessage panicked: %v", p))
-		}
-	}()
-	c.r.opts.OnMessage(ctx, c, data)
+	if err := c.r.contain("OnMessage", func() { c.r.opts.OnMessage(ctx, c, data) }, "client", c.id); err != nil {
+		c.fail(websocket.StatusInternalError, "notify: internal error", err)
+	}
 }
 
 // subscribe adds a topic at run time. Messages broadcast from then on are
@@ -116,7 +166,7 @@ func (c *Client) subscribe(ctx context.Context, topic string) error {
 		return nil
 	}
 	if len(c.topics) >= c.r.opts.MaxTopics {
-		return fmt.Errorf("%w: at most %d topics allowed", errTopic, c.r.opts.MaxTopics)
+		return fmt.Errorf("%w: at most %d allowed", errTooManyTopics, c.r.opts.MaxTopics)
 	}
 	c.topics[topic] = struct{}{}
 	addToSet(c.r.byTopic, topic, c)

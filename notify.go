@@ -128,7 +128,7 @@ func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOp
 		defer stop()
 	}
 
-	c, err := r.register(ctx, conn, o, cancel, fc)
+	c, err := r.register(conn, o, cancel, fc)
 	if err != nil {
 		code := websocket.StatusTryAgainLater
 		if errors.Is(err, ErrClosed) {
@@ -148,7 +148,7 @@ var (
 
 // register adds a client to the registry and, for a resuming client, queues
 // its hello and replay ahead of any live message.
-func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc, fc *frameConn) (*Client, error) {
+func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc, fc *frameConn) (*Client, error) {
 	c := &Client{
 		r:         r,
 		conn:      conn,
@@ -161,7 +161,12 @@ func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOpt
 		held:      o.Resume,
 		resumable: o.Resume,
 	}
+	c.limit = bucket{rate: r.opts.InboundRate, burst: float64(r.opts.InboundBurst), tokens: float64(r.opts.InboundBurst)}
+	c.refused = bucket{rate: refusedRate, burst: refusedBurst, tokens: refusedBurst}
 	c.nextPing.Store(time.Now().Add(r.opts.PingInterval).UnixNano())
+	if fc != nil {
+		fc.onPing = c.onPing // before the first read, on the goroutine that reads
+	}
 
 	r.mu.Lock()
 	if r.closed {
@@ -172,6 +177,7 @@ func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOpt
 		r.mu.Unlock()
 		return nil, err
 	}
+	c.listed = true
 	r.clients[c] = struct{}{}
 	r.byID[c.id] = c
 	for _, t := range o.Topics {
@@ -188,7 +194,7 @@ func (r *Registry) register(ctx context.Context, conn *websocket.Conn, o ConnOpt
 	r.mu.Unlock()
 
 	if o.Resume {
-		c.release(r.replay(ctx, c, o, last))
+		c.startResume(o, last)
 	}
 	return c, nil
 }
@@ -215,9 +221,15 @@ func (r *Registry) overLimit(user, addr string, extra int) error {
 	return nil
 }
 
+// unregister takes c out of the Registry's maps, so that nothing more is
+// queued for it. It may be called more than once.
 func (r *Registry) unregister(c *Client) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !c.listed {
+		return
+	}
+	c.listed = false
 	delete(r.clients, c)
 	delete(r.byID, c.id)
 	for t := range c.topics {

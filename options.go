@@ -2,8 +2,11 @@ package notify
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"time"
 )
 
@@ -64,9 +67,14 @@ type Options struct {
 	// the call. Default: inbound application frames are discarded.
 	OnMessage func(ctx context.Context, c *Client, data []byte)
 
-	// Logger receives connection-level events (rejections, slow-consumer
-	// closes, heartbeat timeouts) at Debug and Warn levels. Query strings
-	// are never logged, since they may carry tokens. Default: discard.
+	// Logger receives the Registry's events. Refused upgrades, slow
+	// consumers and heartbeat timeouts are logged at Warn level at most once
+	// a minute per kind (with a count of the rest), and at Debug level
+	// otherwise; a panicking hook and broker failures at Error level. Query
+	// strings are never logged, since they may carry tokens. Default:
+	// slog.Default(), so that a developer sees why a page cannot connect
+	// (often a foreign Origin: see OriginPatterns); pass
+	// slog.New(slog.DiscardHandler) to log nothing.
 	Logger *slog.Logger
 
 	// Broker carries messages between Broadcast and the connections, assigns
@@ -79,14 +87,17 @@ type Options struct {
 	// the connection with 1009 (message too big). Default 32 KiB.
 	ReadLimit int64
 
-	// QueueLength is how many messages may wait for one connection. Default
-	// 256: in tests a burst of a few hundred broadcasts closed healthy
-	// loopback clients with 16 slots and none with 256.
+	// QueueLength is how many frames may wait for one connection: messages,
+	// and the library's own replies to it. Default 256, which absorbs a
+	// burst of 200 broadcasts to clients that read as fast as they can.
 	QueueLength int
 
 	// QueueBytes bounds the bytes waiting for one connection. Default 1 MiB.
 	// A connection that exceeds QueueLength or QueueBytes is closed with
 	// [CloseSlowConsumer]; it can reconnect and resume from its last seq.
+	// It leaves the Registry at once, but the frame being written and the
+	// close frame still go out, within WriteTimeout. A resuming
+	// connection's replay is streamed within the same bounds.
 	QueueBytes int
 
 	// WriteTimeout bounds one write to a connection. A connection whose
@@ -152,7 +163,7 @@ func (opts *Options) withDefaults() Options {
 	}
 	o.OriginPatterns = append([]string(nil), o.OriginPatterns...)
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+		o.Logger = slog.Default()
 	}
 	if o.ReadLimit <= 0 {
 		o.ReadLimit = defaultReadLimit
@@ -179,4 +190,25 @@ func (opts *Options) withDefaults() Options {
 		o.InboundBurst = defaultInboundBurst
 	}
 	return o
+}
+
+// errHookPanic is wrapped by the error a connection ends with when one of
+// the hooks in Options panicked: the handler answers 500, a live connection
+// is closed with 1011 (internal error), and nothing else is affected.
+var errHookPanic = errors.New("notify: hook panicked")
+
+// contain runs a user hook and turns a panic in it into an error wrapping
+// errHookPanic, logged with its stack. Hooks run on goroutines of the
+// Registry's, where an unrecovered panic would end the process.
+// attrs say whose call it was, for the log.
+func (r *Registry) contain(hook string, f func(), attrs ...any) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			attrs = append(attrs, "hook", hook, "panic", p, "stack", string(debug.Stack()))
+			r.opts.Logger.Error("notify: hook panicked", attrs...)
+			err = fmt.Errorf("%w: %s: %v", errHookPanic, hook, p)
+		}
+	}()
+	f()
+	return nil
 }

@@ -52,6 +52,9 @@ type Registry struct {
 	bg sync.WaitGroup // short-lived goroutines closing connections
 
 	starting []*Client // deliver's scratch: connections whose writer it starts
+	recent   recentFrames
+
+	throttle logThrottle // see warnThrottled
 
 	stats counters
 }
@@ -228,6 +231,7 @@ func (r *Registry) deliver(m Message) {
 			gap = &gapInfo{Reason: "expired", Since: last, Epoch: *r.epoch.Load(), Seq: m.Seq - 1}
 		}
 		r.last.Store(m.Seq)
+		r.recent.put(*r.epoch.Load(), m.Seq, f)
 	}
 	if r.closed {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // gapInfo is the data of a notify.gap message.
@@ -14,68 +15,139 @@ type gapInfo struct {
 	Seq    uint64 `json:"seq"`
 }
 
-// replay builds what a resuming client receives before live messages: a
-// hello, then either the retained messages after o.Since that match it, or
-// a gap. last is the seq of the last message delivered live before c was
-// registered, so the replay ends exactly where live delivery begins.
-func (r *Registry) replay(ctx context.Context, c *Client, o ConnOptions, last uint64) []item {
-	epoch := *r.epoch.Load()
+// replayCursor is what a resuming connection still has to replay: the
+// retained messages with after < seq <= upto that match topics, the
+// connection's subscriptions when it connected.
+type replayCursor struct {
+	after, upto uint64
+	since       uint64 // what the client asked for, for a gap's data
+	epoch       string
+	topics      map[string]struct{}
+}
+
+// startResume queues what a resuming client receives before live messages:
+// a hello, then either a gap or a cursor from which the writer streams the
+// retained messages after o.Since that match it. last is the seq of the
+// last message delivered live before c was registered, so the replay ends
+// exactly where live delivery begins.
+func (c *Client) startResume(o ConnOptions, last uint64) {
+	epoch := *c.r.epoch.Load()
 	pos := Position{Epoch: epoch, Seq: last}
-	items := []item{{b: controlFrame(TypeHello, pos)}}
-	gap := func(reason string) []item {
-		return append(items, item{b: controlFrame(TypeGap, gapInfo{reason, o.Since, pos.Epoch, pos.Seq})})
+	items := []item{{b: controlFrame(TypeHello, pos), kind: itemControl}}
+	var cur *replayCursor
+	gap := func(reason string) {
+		items = append(items, item{b: controlFrame(TypeGap, gapInfo{reason, o.Since, epoch, last}), kind: itemControl})
 	}
 	switch {
 	case o.FromNow || o.Since == last && (o.Epoch == "" || o.Epoch == epoch):
-		return items
 	case o.Epoch != "" && o.Epoch != epoch:
-		return gap("epoch")
+		gap("epoch")
 	case o.Since > last:
-		return gap("ahead")
-	}
-	msgs, err := r.broker.History(ctx, o.Since, last)
-	if errors.Is(err, ErrHistoryGap) {
-		return gap("expired")
-	}
-	if err != nil {
-		r.opts.Logger.Warn("notify: reading history for resume", "client", c.id, "err", err)
-		return gap("unavailable")
-	}
-	for i := range msgs {
-		if msgs[i].Epoch != "" && msgs[i].Epoch != epoch {
-			return gap("epoch") // the broker's history moved on since last was read
-		}
-		if c.matches(&msgs[i]) {
-			items = append(items, item{b: frame(&msgs[i])})
+		gap("ahead")
+	default:
+		cur = &replayCursor{after: o.Since, upto: last, since: o.Since, epoch: epoch, topics: make(map[string]struct{}, len(o.Topics))}
+		for _, t := range o.Topics {
+			cur.topics[t] = struct{}{}
 		}
 	}
-	return items
-}
 
-// release puts the replay ahead of the live messages queued meanwhile and
-// starts writing. The replay is not held to QueueLength: history bounds it.
-func (c *Client) release(replay []item) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.held = false
 	if c.dead {
 		return
 	}
-	c.queue = append(replay, c.queue...)
-	for _, it := range replay {
+	c.resume, c.cursor = items, cur
+	for _, it := range items {
+		c.queuedFrames++
 		c.queuedBytes += len(it.b)
 	}
-	c.r.stats.queued.Add(uint64(len(replay)))
 	c.startWriter()
 }
 
+// replayRoom is how many messages the next replay chunk may hold: at most
+// half the queue, so that live messages arriving meanwhile still fit, and
+// never more than what is left of it (c.mu held).
+func (c *Client) replayRoom() int {
+	return max(1, min(c.r.opts.QueueLength/2, c.r.opts.QueueLength-c.queuedFrames))
+}
+
+// replayChunk returns the next chunk of a replay: the messages of up to
+// room seqs after cur.after, as frames shared with the connections that
+// received them live where they are still held, and the cursor to continue from (nil when
+// the replay is done). A replay that cannot go on ends with a gap.
+//
+// It runs on the connection's writer, without the Registry's or the
+// broker's locks held across the chunk: a handshake that asks for the
+// whole history costs the broker one short read per chunk and never holds
+// up Publish.
+func (r *Registry) replayChunk(c *Client, cur replayCursor, room int) ([]item, *replayCursor) {
+	upto := min(cur.upto, cur.after+uint64(room))
+	ctx, cancel := context.WithTimeout(r.base, r.opts.WriteTimeout)
+	defer cancel()
+	msgs, err := r.broker.History(ctx, cur.after, upto)
+	gap := func(reason string) ([]item, *replayCursor) {
+		g := gapInfo{Reason: reason, Since: cur.since, Epoch: *r.epoch.Load(), Seq: cur.upto}
+		return []item{{b: controlFrame(TypeGap, g), kind: itemControl}}, nil
+	}
+	switch {
+	case errors.Is(err, ErrHistoryGap):
+		return gap("expired")
+	case err != nil:
+		r.opts.Logger.Warn("notify: reading history for resume", "client", c.id, "err", err)
+		return gap("unavailable")
+	}
+	for i := range msgs {
+		if msgs[i].Epoch != "" && msgs[i].Epoch != cur.epoch {
+			return gap("epoch") // the broker's history moved on since the replay began
+		}
+	}
+	frames := make([][]byte, len(msgs))
+	r.recent.fill(cur.epoch, msgs, frames)
+	var items []item
+	bytes := 0
+	for i := range msgs {
+		m := &msgs[i]
+		if !cur.matches(c, m) {
+			continue
+		}
+		if len(items) > 0 && bytes+len(frames[i]) > r.opts.QueueBytes/2 {
+			upto = m.Seq - 1 // the rest comes with the next chunk
+			break
+		}
+		items = append(items, item{b: frames[i], kind: itemMessage})
+		bytes += len(frames[i])
+	}
+	if upto >= cur.upto {
+		return items, nil
+	}
+	cur.after = upto
+	return items, &cur
+}
+
+// matches is Client.matches for a replayed message, against the topics the
+// connection had when it connected: later subscriptions are not replayed.
+func (cur *replayCursor) matches(c *Client, m *Message) bool {
+	if m.Client != "" && m.Client != c.id || m.User != "" && m.User != c.ident.User {
+		return false
+	}
+	if m.Topic != "" {
+		_, ok := cur.topics[m.Topic]
+		return ok
+	}
+	return true
+}
+
 // errTopic is wrapped by topic refusals: invalid names, too many topics.
-var errTopic = errors.New("notify: topic refused")
+var (
+	errTopic         = errors.New("notify: topic refused")
+	errTooManyTopics = fmt.Errorf("%w: too many topics", errTopic)
+)
 
 // checkTopics validates and authorises the topics of a new connection.
 func (r *Registry) checkTopics(ctx context.Context, id Identity, topics []string) error {
 	if len(topics) > r.opts.MaxTopics {
-		return fmt.Errorf("%w: %d topics, at most %d allowed", errTopic, len(topics), r.opts.MaxTopics)
+		return fmt.Errorf("%w: %d, at most %d allowed", errTooManyTopics, len(topics), r.opts.MaxTopics)
 	}
 	for _, t := range topics {
 		if err := r.checkTopic(ctx, id, t); err != nil {
@@ -89,11 +161,73 @@ func (r *Registry) checkTopic(ctx context.Context, id Identity, topic string) er
 	if !ValidTopic(topic) {
 		return fmt.Errorf("%w: invalid topic name %q", errTopic, topic)
 	}
-	if r.opts.AuthorizeTopic == nil {
+	hook := r.opts.AuthorizeTopic
+	if hook == nil {
 		return nil
 	}
-	if err := r.opts.AuthorizeTopic(ctx, id, topic); err != nil {
+	var err error
+	if perr := r.contain("AuthorizeTopic", func() { err = hook(ctx, id, topic) }, "user", id.User, "topic", topic); perr != nil {
+		return perr
+	}
+	if err != nil {
 		return fmt.Errorf("%w: %q: %w", ErrForbidden, topic, err)
 	}
 	return nil
+}
+
+// recentFrames keeps the frames of the last messages delivered to the
+// Registry, so that resuming connections share the frames live delivery
+// built instead of each building its own. The broker's History stays the
+// authority on what is retained; this only saves the copies. It holds at
+// most recentLength frames and recentBytes, of consecutive seqs of one
+// epoch.
+type recentFrames struct {
+	mu     sync.Mutex
+	epoch  string
+	first  uint64 // seq of frames[0]
+	frames [][]byte
+	bytes  int
+}
+
+const (
+	recentLength = 1024
+	recentBytes  = 8 << 20
+)
+
+// put appends the frame of a delivered message.
+func (f *recentFrames) put(epoch string, seq uint64, frame []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if epoch != f.epoch || len(f.frames) > 0 && seq != f.first+uint64(len(f.frames)) {
+		clear(f.frames)
+		f.frames, f.bytes, f.epoch = f.frames[:0], 0, epoch
+	}
+	if len(f.frames) == 0 {
+		f.first = seq
+	}
+	f.frames = append(f.frames, frame)
+	f.bytes += len(frame)
+	for len(f.frames) > 1 && (len(f.frames) > recentLength || f.bytes > recentBytes) {
+		f.bytes -= len(f.frames[0])
+		f.frames[0] = nil
+		f.frames = f.frames[1:] // append reallocates, and so compacts, once capacity runs out
+		f.first++
+	}
+}
+
+// fill sets frames[i] to the frame of msgs[i], shared when it is held and
+// built otherwise.
+func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte) {
+	f.mu.Lock()
+	for i := range msgs {
+		if s := msgs[i].Seq; epoch == f.epoch && s >= f.first && s-f.first < uint64(len(f.frames)) {
+			frames[i] = f.frames[s-f.first]
+		}
+	}
+	f.mu.Unlock()
+	for i := range msgs {
+		if frames[i] == nil {
+			frames[i] = frame(&msgs[i])
+		}
+	}
 }

@@ -1,6 +1,10 @@
 package notify
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // Stats is a snapshot of a Registry's counters, for export as metrics. All
 // counters except Connections only grow.
@@ -37,4 +41,53 @@ func (r *Registry) Stats() Stats {
 		ReadErrors:        r.stats.readErrs.Load(),
 		Rejected:          r.stats.rejected.Load(),
 	}
+}
+
+// warnThrottled logs msg at Warn level at most once a minute per key (an
+// HTTP status or a close code), with the count of those not logged since,
+// and at Debug level otherwise: events that a developer should notice, such
+// as refused upgrades and slow consumers, without one line per connection
+// in a production log.
+func (r *Registry) warnThrottled(key int, msg string, attrs ...any) {
+	suppressed, ok := r.throttle.allow(key, time.Now())
+	if !ok {
+		r.opts.Logger.Debug(msg, attrs...)
+		return
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, "not_logged_in_last_minute", suppressed)
+	}
+	r.opts.Logger.Warn(msg, attrs...)
+}
+
+// logThrottle lets one event per key through per minute and counts the rest.
+type logThrottle struct {
+	mu   sync.Mutex
+	keys map[int]*throttled
+}
+
+type throttled struct {
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log an event of key at now, and how many events
+// of key were not logged since the last one that was.
+func (t *logThrottle) allow(key int, now time.Time) (suppressed int, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.keys == nil {
+		t.keys = map[int]*throttled{}
+	}
+	k := t.keys[key]
+	if k == nil {
+		k = &throttled{}
+		t.keys[key] = k
+	}
+	if !k.last.IsZero() && now.Sub(k.last) < time.Minute {
+		k.suppressed++
+		return 0, false
+	}
+	suppressed, k.suppressed, k.last = k.suppressed, 0, now
+	return suppressed, true
 }
