@@ -141,6 +141,9 @@ export class NotifyClient {
     }
     switch (msg.type) {
       case "notify.hello":
+        // Only the server's own hello and gap move the position; anything
+        // else of their type (the server never sends it) is dropped.
+        if (!isPosition(msg.data)) return;
         this.epoch = msg.data.epoch;
         if (this.seq == null) this.seq = msg.data.seq;
         return;
@@ -151,12 +154,16 @@ export class NotifyClient {
         this.dispatch(msg.type, msg.data, msg);
         return;
       case "notify.gap":
+        if (!isPosition(msg.data)) return;
         this.epoch = msg.data.epoch;
         this.seq = msg.data.seq;
         for (const fn of this.gapHandlers) fn(msg.data);
         return;
     }
-    if (typeof msg.seq === "number" && msg.seq > 0) {
+    // Numbered messages carry a positive safe integer; a seq of any other
+    // kind (a string, 1e300, 1.5) must not move this.seq, or every real
+    // message below it would be dropped as seen.
+    if (Number.isSafeInteger(msg.seq) && msg.seq > 0) {
       if (this.seq != null && msg.seq <= this.seq) return; // seen already
       this.seq = msg.seq;
     }
@@ -173,6 +180,18 @@ export class NotifyClient {
     this.state = state;
     for (const fn of this.stateHandlers) fn(state);
   }
+}
+
+// isPosition reports whether data is a stream position as notify.hello and
+// notify.gap carry it: {epoch: string, seq: safe integer >= 0}.
+function isPosition(data) {
+  return (
+    data !== null &&
+    typeof data === "object" &&
+    typeof data.epoch === "string" &&
+    Number.isSafeInteger(data.seq) &&
+    data.seq >= 0
+  );
 }
 
 function toWebSocketURL(url) {
