@@ -157,9 +157,20 @@ func encodeBody(m *SocketMessage) ([]byte, error) {
 // raw text as given, or the body with its seq spliced in front,
 // {"seq":N,…}. It is built once per message and node and shared by every
 // connection.
-func frame(m *Message) []byte {
+//
+// Whatever a [Broker] hands over, frame does not panic: it returns an error
+// wrapping [ErrInvalidMessage] for a message no client may receive, a body
+// that is not a JSON object, or raw text that [Registry.NotifyText] would
+// refuse (a broker shared with older nodes may carry such text).
+func frame(m *Message) ([]byte, error) {
 	if m.Raw {
-		return wireFrame(m.Body)
+		if err := checkText(m.Body); err != nil {
+			return nil, err
+		}
+		return wireFrame(m.Body), nil
+	}
+	if n := len(m.Body); n < 2 || m.Body[0] != '{' || m.Body[n-1] != '}' {
+		return nil, fmt.Errorf("%w: body is not a JSON object", ErrInvalidMessage)
 	}
 	b := make([]byte, 0, len(m.Body)+28)
 	b = append(b, `{"seq":`...)
@@ -167,7 +178,7 @@ func frame(m *Message) []byte {
 	if len(m.Body) > 2 {
 		b = append(b, ',')
 	}
-	return wireFrame(append(b, m.Body[1:]...))
+	return wireFrame(append(b, m.Body[1:]...)), nil
 }
 
 // checkText enforces the rule of [Registry.NotifyText]: text must be valid

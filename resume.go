@@ -45,9 +45,15 @@ func (r *Registry) replay(ctx context.Context, c *Client, o ConnOptions, last ui
 		if msgs[i].Epoch != "" && msgs[i].Epoch != epoch {
 			return gap("epoch") // the broker's history moved on since last was read
 		}
-		if c.matches(&msgs[i]) {
-			items = append(items, item{b: frame(&msgs[i])})
+		if !c.matches(&msgs[i]) {
+			continue
 		}
+		f, err := frame(&msgs[i])
+		if err != nil { // skipped live too (see deliver)
+			r.opts.Logger.Error("notify: skipping a message from the broker's history", "client", c.id, "seq", msgs[i].Seq, "err", err)
+			continue
+		}
+		items = append(items, item{b: f})
 	}
 	return items
 }
