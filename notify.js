@@ -119,11 +119,14 @@ export class NotifyClient {
       if (this.ws !== ws || this.closed) return;
       this.ws = null;
       this.setState("closed");
-      // A slow-consumer close (4000) or a server restart loses nothing:
-      // come back soon and resume. Otherwise back off.
-      const fast = ev.code === 4000 || ev.code === 1001 || ev.code === 1012;
+      // Back off, with full jitter: the first retry after an open
+      // connection comes within minDelay, so that clients of a server that
+      // went away (1001) or restarts (1012) do not all return at once.
+      // A slow-consumer close (4000) concerns this client alone and loses
+      // nothing: come back at once, whatever minDelay, and resume.
       const ceiling = Math.min(this.maxDelay, this.minDelay * 2 ** this.attempt++);
-      const delay = fast && this.attempt === 1 ? Math.random() * this.minDelay : Math.random() * ceiling;
+      const slowConsumer = ev.code === 4000;
+      const delay = Math.random() * (slowConsumer ? Math.min(this.minDelay, 250) : ceiling);
       this.timer = setTimeout(() => this.open(), delay);
     };
   }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,6 +152,51 @@ func TestClientReconnectsAfterRefusedSubscribe(t *testing.T) {
 	b.waitFor("the message after the reconnection", hasEntry("main", "t.alpha", "after"))
 }
 
+// TestClientSlowConsumerClose has the server close a client as a slow
+// consumer: a message larger than the Registry's QueueBytes does it at
+// once. The page must see close code 4000 on the wire, and notify.js must
+// come back at once although its backoff (minDelay) is an hour, resume
+// from its last seq so that the message it was closed for is replayed,
+// and report no gap. (notify.js used to wait up to minDelay after a 4000
+// close like after any other.)
+func TestClientSlowConsumerClose(t *testing.T) {
+	s := newClientSite(t, func(o *notify.Options) { o.QueueBytes = 1 << 10 })
+	b := newBrowser(t)
+	b.navigate(s.srv.URL + "/")
+	b.waitFor("the harness", "window.ready === true")
+	eval[chromedp.Void](b, `start("main", {minDelay: 3600000, maxDelay: 3600000})`)
+	receive(t, s.connected, "the client's connection")
+	b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
+
+	one := s.broadcast(t, notify.SocketMessage{Type: "t.msg", Data: "one"})
+	b.waitFor("the first message", hasEntry("main", "t.msg", "one"))
+	big := strings.Repeat("x", 2<<10)
+	bigSeq := s.broadcast(t, notify.SocketMessage{Type: "t.big", Data: big})
+	receive(t, s.connected, "the client's reconnection within the step timeout, not minDelay")
+	b.waitFor("the replayed message", hasEntry("main", "t.big", big))
+	after := s.broadcast(t, notify.SocketMessage{Type: "t.msg", Data: "after"})
+	b.waitFor("the message after the reconnection", hasEntry("main", "t.msg", "after"))
+
+	if codes := eval[[]int](b, "closeCodes"); !slices.Equal(codes, []int{4000}) {
+		t.Errorf("the page's sockets closed with %v, want [4000] (slow consumer)", codes)
+	}
+	want := []logEntry{
+		{Seq: one, Type: "t.msg", Data: "one"},
+		{Seq: bigSeq, Type: "t.big", Data: big},
+		{Seq: after, Type: "t.msg", Data: "after"},
+	}
+	got := eval[clientLog](b, "logs.main")
+	if diff := gocmp.Diff(want, got.All, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("what the client dispatched (-want +got):\n%s", diff)
+	}
+	if len(got.Gaps) != 0 {
+		t.Errorf("onGap fired: %v", got.Gaps)
+	}
+	if diff := gocmp.Diff([]int{101, 101}, b.socketsNow().Handshakes); diff != "" {
+		t.Errorf("handshakes (-want +got):\n%s", diff)
+	}
+}
+
 //go:embed testdata/client.html
 var clientPage []byte
 
@@ -163,9 +209,11 @@ type clientSite struct {
 	inbound   chan string // each frame OnMessage receives
 }
 
-func newClientSite(t *testing.T) *clientSite {
+// newClientSite starts the site; tweak, if given, adjusts the Registry's
+// options.
+func newClientSite(t *testing.T, tweak ...func(*notify.Options)) *clientSite {
 	s := &clientSite{connected: make(chan string, 8), inbound: make(chan string, 8)}
-	s.reg = notify.New(&notify.Options{
+	opts := &notify.Options{
 		// Topics named private-… belong to someone else.
 		AuthorizeTopic: func(ctx context.Context, id notify.Identity, topic string) error {
 			if strings.HasPrefix(topic, "private-") {
@@ -185,7 +233,11 @@ func newClientSite(t *testing.T) *clientSite {
 			case <-ctx.Done():
 			}
 		},
-	})
+	}
+	for _, f := range tweak {
+		f(opts)
+	}
+	s.reg = notify.New(opts)
 	t.Cleanup(func() { s.reg.Close() })
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
