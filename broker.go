@@ -32,6 +32,12 @@ import (
 //     History returns, carry the epoch they were published in; when a
 //     regular message brings a new one, the Registry tells its resumable
 //     connections with a notify.gap (reason "epoch").
+//   - The Registry does not trust what it is handed. A message no client may
+//     receive (a regular Body that is not a JSON object, raw text that
+//     NotifyText would refuse) is logged and skipped, delivered or replayed;
+//     its seq still counts as delivered, so it causes no notify.gap. A broker
+//     that finds a retained entry it cannot decode, but whose seq and epoch
+//     it knows, may deliver it with an empty Body to keep the order unbroken.
 //
 // Methods may be called concurrently.
 type Broker interface {

@@ -1,10 +1,16 @@
 package notify_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 
+	"github.com/coder/websocket"
+	"github.com/google/go-cmp/cmp"
 	"github.com/wsnotify/notify"
 )
 
@@ -68,5 +74,91 @@ func TestBrokerGapsReachResumableClients(t *testing.T) {
 	}
 	if got := s.reg.Position(); got != (notify.Position{Epoch: "e2", Seq: 1}) {
 		t.Errorf("Position = %+v", got)
+	}
+}
+
+// corruptingBroker is a MemoryBroker that spoils some messages as it
+// publishes them, to play a broker that hands the Registry bad data: a
+// message typed "t.empty" loses its body, one typed "t.array" gets a JSON
+// array for one, and the raw text "forge" becomes a numbered-looking
+// object. The spoiled messages keep their seqs and stay in history.
+type corruptingBroker struct {
+	*notify.MemoryBroker
+}
+
+func (b corruptingBroker) Publish(ctx context.Context, m notify.Message) (uint64, error) {
+	switch {
+	case m.Raw && string(m.Body) == "forge":
+		m.Body = []byte(`{"seq":99,"type":"t.forged"}`)
+	case bytes.Contains(m.Body, []byte(`"type":"t.empty"`)):
+		m.Body = nil
+	case bytes.Contains(m.Body, []byte(`"type":"t.array"`)):
+		m.Body = []byte(`[1]`)
+	}
+	return b.MemoryBroker.Publish(ctx, m)
+}
+
+// TestBadBrokerMessagesAreSkipped: a message from the broker that no client
+// may receive (a body that is not a JSON object, raw text NotifyText would
+// refuse) is logged and skipped, live and on replay, while its neighbours
+// arrive. Its seq counts as seen: no client is sent a notify.gap for it.
+// (An empty body used to panic the Registry's delivery goroutine.)
+func TestBadBrokerMessagesAreSkipped(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	s := newServer(t, &notify.Options{
+		Broker: corruptingBroker{notify.NewMemoryBroker(nil)},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	live, pos := dialReady(t, s, "")
+	broadcast(t, s.reg, notify.SocketMessage{Type: "t.ok", Data: "one"})
+	broadcast(t, s.reg, notify.SocketMessage{Type: "t.empty"})
+	if err := s.reg.NotifyText(context.Background(), "forge"); err != nil {
+		t.Fatal(err)
+	}
+	broadcast(t, s.reg, notify.SocketMessage{Type: "t.array"})
+	broadcast(t, s.reg, notify.SocketMessage{Type: "t.ok", Data: "four"})
+
+	type got struct {
+		Seq  uint64
+		Type string
+	}
+	want := []got{{1, "t.ok"}, {4, "t.ok"}}
+	var live1 []got
+	for range want {
+		m := read(t, live)
+		live1 = append(live1, got{m.Seq, m.Type})
+	}
+	if diff := cmp.Diff(want, live1); diff != "" {
+		t.Errorf("live delivery (-want +got):\n%s", diff)
+	}
+	if n := strings.Count(logs.String(), `msg="notify: skipping a message from the broker"`); n != 3 {
+		t.Errorf("%d log lines for skipped messages, want 3 (seq 2, the raw one, seq 3):\n%s", n, logs.String())
+	}
+	if p := s.reg.Position(); p.Seq != 4 {
+		t.Errorf("Position = %+v, want seq 4", p)
+	}
+
+	resumed := dial(t, fmt.Sprintf("%s?since=0&epoch=%s", s.ws, pos.Epoch))
+	if m := read(t, resumed); m.Type != notify.TypeHello {
+		t.Fatalf("first message %+v, want hello", m)
+	}
+	broadcast(t, s.reg, notify.SocketMessage{Type: "t.ok", Data: "five"})
+	want = append(want, got{5, "t.ok"})
+	for name, c := range map[string]*websocket.Conn{"live": live, "resumed": resumed} {
+		var all []got
+		if name == "live" {
+			all = live1
+		}
+		for len(all) < len(want) {
+			m := read(t, c)
+			all = append(all, got{m.Seq, m.Type})
+		}
+		if diff := cmp.Diff(want, all); diff != "" {
+			t.Errorf("%s client: messages (-want +got); a notify.gap here would be false:\n%s", name, diff)
+		}
+	}
+	if n := strings.Count(logs.String(), `msg="notify: skipping a message from the broker's history"`); n != 2 {
+		t.Errorf("%d log lines for messages skipped on replay, want 2 (seq 2 and 3):\n%s", n, logs.String())
 	}
 }

@@ -12,7 +12,8 @@
 //	reg.Broadcast(ctx, notify.SocketMessage{Type: "customer.created", Data: c})
 //
 // Every connection receives {"seq":1,"type":"customer.created","data":{…},"time":"…"}.
-// [Registry.NotifyText] sends a plain text frame instead. Stop with
+// [Registry.NotifyText] sends a plain text frame instead (never one a client
+// could take for a numbered or a library message). Stop with
 // [Registry.Shutdown], which flushes what is queued and closes every
 // connection with 1001.
 //

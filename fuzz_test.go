@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -400,6 +401,47 @@ func FuzzInboundFrame(f *testing.F) {
 		}
 		if diff := cmp.Diff(wantAfter, after, cmp.Comparer(func(a, b []string) bool { return slices.Equal(a, b) })); diff != "" {
 			t.Fatalf("%q: topics (-want +got):\n%s", data, diff)
+		}
+	})
+}
+
+// FuzzNotifyText checks NotifyText's rule against an oracle that decodes
+// the text as JavaScript's JSON.parse does where it matters (exact keys,
+// the last of duplicate keys wins): whatever NotifyText accepts is valid
+// UTF-8 and, if it is a JSON object, has no "seq" key and no "type" string
+// beginning with "notify.", so notify.js cannot take it for a library or a
+// numbered message; text that does not begin with '{' is refused only for
+// invalid UTF-8.
+func FuzzNotifyText(f *testing.F) {
+	reg := notify.New(nil)
+	f.Cleanup(func() { reg.Close() })
+	f.Fuzz(func(t *testing.T, text string) {
+		err := reg.NotifyText(context.Background(), text)
+		if err != nil && !errors.Is(err, notify.ErrInvalidMessage) {
+			t.Fatalf("NotifyText(%q) = %v, want nil or ErrInvalidMessage", text, err)
+		}
+		trimmed := strings.TrimLeft(text, " \t\r\n")
+		if !strings.HasPrefix(trimmed, "{") {
+			if (err == nil) != utf8.ValidString(text) {
+				t.Fatalf("NotifyText(%q) = %v: text that is no JSON object is refused only for invalid UTF-8", text, err)
+			}
+			return
+		}
+		if err != nil {
+			return
+		}
+		if !utf8.ValidString(text) {
+			t.Fatalf("NotifyText(%q) accepted invalid UTF-8", text)
+		}
+		var obj map[string]any
+		if derr := json.Unmarshal([]byte(text), &obj); derr != nil {
+			t.Fatalf("NotifyText(%q) accepted text that begins with '{' but is no JSON object: %v", text, derr)
+		}
+		if _, ok := obj["seq"]; ok {
+			t.Fatalf("NotifyText(%q) accepted an object with a seq", text)
+		}
+		if typ, ok := obj["type"].(string); ok && strings.HasPrefix(typ, "notify.") {
+			t.Fatalf("NotifyText(%q) accepted an object of reserved type %q", text, typ)
 		}
 	})
 }

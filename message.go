@@ -1,12 +1,15 @@
 package notify
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -104,7 +107,8 @@ var (
 
 	// ErrInvalidMessage is returned by Broadcast for a message that cannot be
 	// sent: an empty or reserved type, an invalid topic, or data that
-	// encoding/json cannot encode.
+	// encoding/json cannot encode; and by NotifyText for text that is not
+	// valid UTF-8 or could pass for a library or numbered message.
 	ErrInvalidMessage = errors.New("notify: invalid message")
 )
 
@@ -153,9 +157,20 @@ func encodeBody(m *SocketMessage) ([]byte, error) {
 // raw text as given, or the body with its seq spliced in front,
 // {"seq":N,…}. It is built once per message and node and shared by every
 // connection.
-func frame(m *Message) []byte {
+//
+// Whatever a [Broker] hands over, frame does not panic: it returns an error
+// wrapping [ErrInvalidMessage] for a message no client may receive, a body
+// that is not a JSON object, or raw text that [Registry.NotifyText] would
+// refuse (a broker shared with older nodes may carry such text).
+func frame(m *Message) ([]byte, error) {
 	if m.Raw {
-		return wireFrame(m.Body)
+		if err := checkText(m.Body); err != nil {
+			return nil, err
+		}
+		return wireFrame(m.Body), nil
+	}
+	if n := len(m.Body); n < 2 || m.Body[0] != '{' || m.Body[n-1] != '}' {
+		return nil, fmt.Errorf("%w: body is not a JSON object", ErrInvalidMessage)
 	}
 	b := make([]byte, 0, len(m.Body)+28)
 	b = append(b, `{"seq":`...)
@@ -163,7 +178,70 @@ func frame(m *Message) []byte {
 	if len(m.Body) > 2 {
 		b = append(b, ',')
 	}
-	return wireFrame(append(b, m.Body[1:]...))
+	return wireFrame(append(b, m.Body[1:]...)), nil
+}
+
+// checkText enforces the rule of [Registry.NotifyText]: text must be valid
+// UTF-8, and must not be taken by a client for a library message or a
+// numbered one. A client that runs JSON.parse on a frame (notify.js does)
+// trusts an object with a "seq" member, or with a "type" beginning with
+// "notify.", as coming from the library: a forged notify.gap makes it
+// reload, a forged seq makes it drop every real message below it.
+//
+// So text whose first non-whitespace byte is '{' must be a JSON object
+// encoding/json can decode (nothing it cannot check can pass, e.g. nesting
+// deeper than its limit, which JSON.parse may accept), with no "seq" key
+// and no "type" string beginning with "notify.". Keys are compared after
+// unescaping and exactly, as JavaScript does ("Seq" is another key); of
+// duplicate keys every occurrence counts. Any other text, arrays included,
+// is not an object to JSON.parse and passes.
+func checkText(text []byte) error {
+	if !utf8.Valid(text) {
+		return fmt.Errorf("%w: text is not valid UTF-8", ErrInvalidMessage)
+	}
+	if t := bytes.TrimLeft(text, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return nil // JSON.parse gives no object: a string, number, array or error
+	}
+	dec := json.NewDecoder(bytes.NewReader(text))
+	if err := spoofCheck(dec); err != nil {
+		return fmt.Errorf("%w: text %w", ErrInvalidMessage, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: text begins with a JSON object but does not end with it", ErrInvalidMessage)
+	}
+	return nil
+}
+
+// spoofCheck reads one JSON object from dec, key by key, so that every
+// occurrence of a duplicate key is seen.
+func spoofCheck(dec *json.Decoder) error {
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return errors.New("begins with '{' but is not a JSON object")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return errors.New("is not a valid JSON object")
+		}
+		key, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return errors.New("is not a valid JSON object")
+		}
+		switch key {
+		case "seq":
+			return errors.New(`has a "seq" member, as numbered messages do`)
+		case "type":
+			var typ string
+			if json.Unmarshal(v, &typ) == nil && strings.HasPrefix(typ, reservedPrefix) {
+				return fmt.Errorf("has type %q, reserved for the library", typ)
+			}
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return errors.New("is not a valid JSON object")
+	}
+	return nil
 }
 
 // controlFrame encodes a reserved message from the library to one client,

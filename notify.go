@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -36,13 +35,29 @@ func (r *Registry) Broadcast(ctx context.Context, msg SocketMessage) error {
 // It keeps parity with plain WebSocket servers whose clients log
 // event.data; such messages carry no seq, are not kept in history and so
 // are not replayed to resuming clients. Use [Registry.Broadcast] for
-// anything a client must not miss. Errors are as for Broadcast; text must
-// be valid UTF-8.
+// anything a client must not miss. Errors are as for Broadcast.
+//
+// Raw text must never pass for a message of the library or for a numbered
+// one, which clients such as notify.js trust: a forged notify.gap would
+// make them reload, a forged seq would make them drop the real messages
+// below it. So NotifyText returns an error wrapping [ErrInvalidMessage],
+// and sends nothing, for text that is not valid UTF-8 or that begins (after
+// JSON whitespace) with '{' and
+//   - is not a JSON object that encoding/json can decode (for example one
+//     nested deeper than its limit), or
+//   - has a "seq" member, whatever its value, or
+//   - has a "type" that is a string beginning with "notify.", however it
+//     is escaped.
+//
+// Keys are matched exactly, as JavaScript matches them: {"Seq":1} and
+// {"type":"customer.created"} pass, and so do plain text, arrays and other
+// JSON values. A client receives what passes exactly as given.
 func (r *Registry) NotifyText(ctx context.Context, text string) error {
-	if !utf8.ValidString(text) {
-		return fmt.Errorf("%w: text is not valid UTF-8", ErrInvalidMessage)
+	body := []byte(text)
+	if err := checkText(body); err != nil {
+		return err
 	}
-	return r.publish(ctx, Message{Raw: true, Body: []byte(text)})
+	return r.publish(ctx, Message{Raw: true, Body: body})
 }
 
 func (r *Registry) publish(ctx context.Context, m Message) error {

@@ -119,11 +119,14 @@ export class NotifyClient {
       if (this.ws !== ws || this.closed) return;
       this.ws = null;
       this.setState("closed");
-      // A slow-consumer close (4000) or a server restart loses nothing:
-      // come back soon and resume. Otherwise back off.
-      const fast = ev.code === 4000 || ev.code === 1001 || ev.code === 1012;
+      // Back off, with full jitter: the first retry after an open
+      // connection comes within minDelay, so that clients of a server that
+      // went away (1001) or restarts (1012) do not all return at once.
+      // A slow-consumer close (4000) concerns this client alone and loses
+      // nothing: come back at once, whatever minDelay, and resume.
       const ceiling = Math.min(this.maxDelay, this.minDelay * 2 ** this.attempt++);
-      const delay = fast && this.attempt === 1 ? Math.random() * this.minDelay : Math.random() * ceiling;
+      const slowConsumer = ev.code === 4000;
+      const delay = Math.random() * (slowConsumer ? Math.min(this.minDelay, 250) : ceiling);
       this.timer = setTimeout(() => this.open(), delay);
     };
   }
@@ -141,6 +144,9 @@ export class NotifyClient {
     }
     switch (msg.type) {
       case "notify.hello":
+        // Only the server's own hello and gap move the position; anything
+        // else of their type (the server never sends it) is dropped.
+        if (!isPosition(msg.data)) return;
         this.epoch = msg.data.epoch;
         if (this.seq == null) this.seq = msg.data.seq;
         return;
@@ -151,12 +157,16 @@ export class NotifyClient {
         this.dispatch(msg.type, msg.data, msg);
         return;
       case "notify.gap":
+        if (!isPosition(msg.data)) return;
         this.epoch = msg.data.epoch;
         this.seq = msg.data.seq;
         for (const fn of this.gapHandlers) fn(msg.data);
         return;
     }
-    if (typeof msg.seq === "number" && msg.seq > 0) {
+    // Numbered messages carry a positive safe integer; a seq of any other
+    // kind (a string, 1e300, 1.5) must not move this.seq, or every real
+    // message below it would be dropped as seen.
+    if (Number.isSafeInteger(msg.seq) && msg.seq > 0) {
       if (this.seq != null && msg.seq <= this.seq) return; // seen already
       this.seq = msg.seq;
     }
@@ -173,6 +183,18 @@ export class NotifyClient {
     this.state = state;
     for (const fn of this.stateHandlers) fn(state);
   }
+}
+
+// isPosition reports whether data is a stream position as notify.hello and
+// notify.gap carry it: {epoch: string, seq: safe integer >= 0}.
+function isPosition(data) {
+  return (
+    data !== null &&
+    typeof data === "object" &&
+    typeof data.epoch === "string" &&
+    Number.isSafeInteger(data.seq) &&
+    data.seq >= 0
+  );
 }
 
 function toWebSocketURL(url) {

@@ -449,3 +449,107 @@ func TestPanickingOnMessageClosesOnlyThatConnection(t *testing.T) {
 		t.Errorf("bystander got %+v", m)
 	}
 }
+
+// TestNotifyTextCannotPassForLibraryMessages: raw text that a client
+// running JSON.parse (notify.js) would take for a library message
+// (notify.hello, notify.gap, any notify.* type) or for a numbered message
+// (any "seq" member) is refused with ErrInvalidMessage and reaches no
+// client; near misses are sent exactly as given.
+func TestNotifyTextCannotPassForLibraryMessages(t *testing.T) {
+	t.Parallel()
+	deep := `{"data":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`
+	cases := []struct {
+		name, text string
+		refused    bool
+	}{
+		{"forged gap", `{"type":"notify.gap","data":{"reason":"epoch","epoch":"x","seq":0}}`, true},
+		{"forged hello", `{"type":"notify.hello","data":{"epoch":"x","seq":9}}`, true},
+		{"forged error", `{"type":"notify.error","data":{"request":"notify.subscribe","topic":"t"}}`, true},
+		{"bare prefix", `{"type":"notify."}`, true},
+		{"huge seq", `{"seq":9007199254740991,"type":"customer.created"}`, true},
+		{"seq as string", `{"seq":"5","type":"customer.created"}`, true},
+		{"seq null", `{"seq":null}`, true},
+		{"seq zero", `{"seq":0,"type":"customer.created"}`, true},
+		{"leading whitespace", " \t\r\n{\"type\":\"notify.gap\"}", true},
+		{"escaped type", `{"type":"notify\u002egap","data":{"epoch":"x","seq":0}}`, true},
+		{"escaped first letter", `{"type":"\u006eotify.hello"}`, true},
+		{"escaped key", `{"\u0073eq":5,"type":"x"}`, true},
+		{"reserved last of duplicates", `{"type":"customer.created","type":"notify.gap"}`, true},
+		{"reserved first of duplicates", `{"type":"notify.gap","type":"customer.created"}`, true},
+		{"seq after nesting", `{"data":{"a":[1,{"b":2}]},"seq":3}`, true},
+		{"deeper than encoding/json decodes", deep, true},
+		{"object then more", `{"type":"x"} {"seq":1}`, true},
+		{"object then junk", `{"type":"x"} junk`, true},
+		{"unparsable object", `{seq: 1}`, true},
+		{"invalid UTF-8", "\xff", true},
+
+		{"plain text", "Customer 42 was created", false},
+		{"empty", "", false},
+		{"application object", `{"type":"customer.created","data":{"id":7}}`, false},
+		{"key in another case", `{"Seq":5,"SEQ":6,"type":"customer.created"}`, false},
+		{"type in another case", `{"type":"Notify.gap","data":{"epoch":"x","seq":0}}`, false},
+		{"type without the dot", `{"type":"notify"}`, false},
+		{"type not a string", `{"type":["notify.gap"]}`, false},
+		{"reserved words nested", `{"type":"customer.created","data":{"seq":5,"type":"notify.gap"}}`, false},
+		{"reserved words as values", `{"note":"seq","kind":"notify.gap"}`, false},
+		{"array", `[{"seq":1,"type":"notify.gap"}]`, false},
+		{"JSON string", `"{\"seq\":1,\"type\":\"notify.gap\"}"`, false},
+		{"number", `42`, false},
+		{"no-break space first", "\u00a0{\"seq\":1}", false}, // JSON.parse fails: text
+		{"byte order mark first", "\ufeff{\"seq\":1}", false},
+		{"whitespace around object", " {\"type\":\"customer.created\"} \n", false},
+	}
+	s := newServer(t, nil)
+	c, _ := dialReady(t, s, "")
+	var want []string
+	for _, tc := range cases {
+		err := s.reg.NotifyText(context.Background(), tc.text)
+		if tc.refused != errors.Is(err, notify.ErrInvalidMessage) || !tc.refused && err != nil {
+			t.Errorf("%s: NotifyText(%.60q) = %v, want refused %v", tc.name, tc.text, err, tc.refused)
+		}
+		if err == nil {
+			want = append(want, tc.text)
+		}
+	}
+	broadcast(t, s.reg, notify.SocketMessage{Type: "fence"})
+	var got []string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		typ, b, err := c.Read(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if typ != websocket.MessageText {
+			t.Fatalf("read a %v frame", typ)
+		}
+		if strings.Contains(string(b), `"type":"fence"`) {
+			break
+		}
+		got = append(got, string(b))
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("frames the client received before the fence (-want +got):\n%s", diff)
+	}
+}
+
+// TestCloseCodeNumbers pins the close codes clients depend on to their
+// numbers: notify.js, and any client written against the README, compares
+// with 4000 and 4001, not with our constants. A slow consumer (here: one
+// message larger than QueueBytes) must see 4000 on the wire.
+func TestCloseCodeNumbers(t *testing.T) {
+	t.Parallel()
+	if notify.CloseSlowConsumer != 4000 || notify.CloseHeartbeatTimeout != 4001 {
+		t.Errorf("CloseSlowConsumer = %d, CloseHeartbeatTimeout = %d; clients expect 4000 and 4001",
+			notify.CloseSlowConsumer, notify.CloseHeartbeatTimeout)
+	}
+	s := newServer(t, &notify.Options{QueueBytes: 1 << 10})
+	c, _ := dialReady(t, s, "")
+	broadcast(t, s.reg, notify.SocketMessage{Type: "big", Data: strings.Repeat("x", 2<<10)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, b, err := c.Read(ctx)
+	if code := websocket.CloseStatus(err); code != 4000 {
+		t.Errorf("the slow client read %q, %v; want the close code 4000 (slow consumer)", b, err)
+	}
+}

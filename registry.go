@@ -214,8 +214,11 @@ func (r *Registry) stop(ctx context.Context, flush bool) error {
 // resumable connections are sent a notify.gap first, so they reload their
 // state instead of silently missing changes. Raw messages carry no seq and
 // change neither.
+//
+// A message no client may receive (see frame) is logged and skipped, after
+// that bookkeeping: its seq counts as seen, so skipping it is no gap.
 func (r *Registry) deliver(m Message) {
-	f := frame(&m)
+	f, ferr := frame(&m)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	var gap *gapInfo
@@ -243,6 +246,10 @@ func (r *Registry) deliver(m Message) {
 				c.enqueue(g, itemControl)
 			}
 		}
+	}
+	if ferr != nil {
+		r.opts.Logger.Error("notify: skipping a message from the broker", "seq", m.Seq, "raw", m.Raw, "err", ferr)
+		return
 	}
 	start := r.starting[:0] // only the delivering goroutine uses it
 	add := func(c *Client) {

@@ -111,6 +111,10 @@ func (r *Registry) replayChunk(c *Client, cur replayCursor, room int) ([]item, *
 		if !cur.matches(c, m) {
 			continue
 		}
+		if frames[i] == nil { // skipped live too (see deliver)
+			r.opts.Logger.Error("notify: skipping a message from the broker's history", "client", c.id, "seq", m.Seq)
+			continue
+		}
 		if len(items) > 0 && bytes+len(frames[i]) > r.opts.QueueBytes/2 {
 			upto = m.Seq - 1 // the rest comes with the next chunk
 			break
@@ -216,7 +220,8 @@ func (f *recentFrames) put(epoch string, seq uint64, frame []byte) {
 }
 
 // fill sets frames[i] to the frame of msgs[i], shared when it is held and
-// built otherwise.
+// built otherwise; it stays nil for a message no client may receive (see
+// frame).
 func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte) {
 	f.mu.Lock()
 	for i := range msgs {
@@ -227,7 +232,7 @@ func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte) {
 	f.mu.Unlock()
 	for i := range msgs {
 		if frames[i] == nil {
-			frames[i] = frame(&msgs[i])
+			frames[i], _ = frame(&msgs[i])
 		}
 	}
 }

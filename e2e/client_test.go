@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,9 +22,10 @@ import (
 // it, in Chromium against a Registry. A client subscribed to "alpha"
 // must receive untopiced and "alpha" messages but not "beta" ones; on("*")
 // must see every message in order (envelopes and plain text frames), a
-// typed handler only its type; frames repeating a seq the client has seen
-// must be dropped; and subscribe/unsubscribe on an open connection must
-// change what it receives.
+// typed handler only its type; and subscribe/unsubscribe on an open
+// connection must change what it receives. (Frames repeating a seq the
+// client has seen are dropped: TestClientIgnoresMalformedLibraryMessages
+// sends them, since no Registry does.)
 func TestClientTopicsAndDedup(t *testing.T) {
 	s := newClientSite(t)
 	b := newBrowser(t)
@@ -38,12 +40,7 @@ func TestClientTopicsAndDedup(t *testing.T) {
 	all := s.broadcast(t, notify.SocketMessage{Type: "t.all", Data: "to everyone"})
 	alpha := s.broadcast(t, notify.SocketMessage{Type: "t.alpha", Topic: "alpha", Data: "alpha 1"})
 	s.broadcast(t, notify.SocketMessage{Type: "t.beta", Topic: "beta", Data: "beta 1"})
-	// Frames that repeat seqs the client has handled, as a duplicated
-	// delivery would: NotifyText sends them as they are. They must be
-	// dropped, while a frame that is not an envelope goes to "text".
-	s.text(t, fmt.Sprintf(`{"seq":%d,"type":"t.all","data":"duplicate"}`, all))
-	s.text(t, fmt.Sprintf(`{"seq":%d,"type":"t.alpha","topic":"alpha","data":"duplicate"}`, alpha))
-	s.text(t, "plain text")
+	s.text(t, "plain text") // not an envelope: it goes to "text"
 	fence := s.broadcast(t, notify.SocketMessage{Type: "t.fence", Data: "fence 1"})
 	b.waitFor("fence 1", hasEntry("main", "t.fence", "fence 1"))
 
@@ -155,6 +152,51 @@ func TestClientReconnectsAfterRefusedSubscribe(t *testing.T) {
 	b.waitFor("the message after the reconnection", hasEntry("main", "t.alpha", "after"))
 }
 
+// TestClientSlowConsumerClose has the server close a client as a slow
+// consumer: a message larger than the Registry's QueueBytes does it at
+// once. The page must see close code 4000 on the wire, and notify.js must
+// come back at once although its backoff (minDelay) is an hour, resume
+// from its last seq so that the message it was closed for is replayed,
+// and report no gap. (notify.js used to wait up to minDelay after a 4000
+// close like after any other.)
+func TestClientSlowConsumerClose(t *testing.T) {
+	s := newClientSite(t, func(o *notify.Options) { o.QueueBytes = 1 << 10 })
+	b := newBrowser(t)
+	b.navigate(s.srv.URL + "/")
+	b.waitFor("the harness", "window.ready === true")
+	eval[chromedp.Void](b, `start("main", {minDelay: 3600000, maxDelay: 3600000})`)
+	receive(t, s.connected, "the client's connection")
+	b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
+
+	one := s.broadcast(t, notify.SocketMessage{Type: "t.msg", Data: "one"})
+	b.waitFor("the first message", hasEntry("main", "t.msg", "one"))
+	big := strings.Repeat("x", 2<<10)
+	bigSeq := s.broadcast(t, notify.SocketMessage{Type: "t.big", Data: big})
+	receive(t, s.connected, "the client's reconnection within the step timeout, not minDelay")
+	b.waitFor("the replayed message", hasEntry("main", "t.big", big))
+	after := s.broadcast(t, notify.SocketMessage{Type: "t.msg", Data: "after"})
+	b.waitFor("the message after the reconnection", hasEntry("main", "t.msg", "after"))
+
+	if codes := eval[[]int](b, "closeCodes"); !slices.Equal(codes, []int{4000}) {
+		t.Errorf("the page's sockets closed with %v, want [4000] (slow consumer)", codes)
+	}
+	want := []logEntry{
+		{Seq: one, Type: "t.msg", Data: "one"},
+		{Seq: bigSeq, Type: "t.big", Data: big},
+		{Seq: after, Type: "t.msg", Data: "after"},
+	}
+	got := eval[clientLog](b, "logs.main")
+	if diff := gocmp.Diff(want, got.All, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("what the client dispatched (-want +got):\n%s", diff)
+	}
+	if len(got.Gaps) != 0 {
+		t.Errorf("onGap fired: %v", got.Gaps)
+	}
+	if diff := gocmp.Diff([]int{101, 101}, b.socketsNow().Handshakes); diff != "" {
+		t.Errorf("handshakes (-want +got):\n%s", diff)
+	}
+}
+
 //go:embed testdata/client.html
 var clientPage []byte
 
@@ -167,9 +209,11 @@ type clientSite struct {
 	inbound   chan string // each frame OnMessage receives
 }
 
-func newClientSite(t *testing.T) *clientSite {
+// newClientSite starts the site; tweak, if given, adjusts the Registry's
+// options.
+func newClientSite(t *testing.T, tweak ...func(*notify.Options)) *clientSite {
 	s := &clientSite{connected: make(chan string, 8), inbound: make(chan string, 8)}
-	s.reg = notify.New(&notify.Options{
+	opts := &notify.Options{
 		// Topics named private-… belong to someone else.
 		AuthorizeTopic: func(ctx context.Context, id notify.Identity, topic string) error {
 			if strings.HasPrefix(topic, "private-") {
@@ -189,7 +233,11 @@ func newClientSite(t *testing.T) *clientSite {
 			case <-ctx.Done():
 			}
 		},
-	})
+	}
+	for _, f := range tweak {
+		f(opts)
+	}
+	s.reg = notify.New(opts)
 	t.Cleanup(func() { s.reg.Close() })
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {

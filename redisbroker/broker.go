@@ -77,8 +77,9 @@ type Options struct {
 	MaxBackoff time.Duration
 
 	// Logger receives connection losses and recoveries (Warn, Info),
-	// epoch changes (Warn) and messages trimmed before this node read them
-	// (Error). Default: discard.
+	// epoch changes (Warn), messages trimmed before this node read them
+	// and malformed stream entries, which are skipped (Error). Default:
+	// discard.
 	Logger *slog.Logger
 }
 
@@ -242,6 +243,12 @@ func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.Mess
 			missing = true
 		}
 		next = e.msg.Seq + 1
+		if e.bad != nil {
+			// Its seq is accounted for: no client can have it, and none
+			// misses it (live, it is delivered empty; see handle).
+			b.log.Error("redisbroker: skipping malformed stream entry", "key", b.opts.Key, "id", x.ID, "err", e.bad)
+			continue
+		}
 		out = append(out, e.msg)
 	}
 	if missing || next != upto+1 {
@@ -287,10 +294,16 @@ type entry struct {
 	t   string // when it was added, in Unix microseconds (Redis's clock)
 	at  int64  // t parsed
 	msg notify.Message
+	bad error // why the entry cannot be sent, if it cannot
 }
 
 // decode turns a stream entry into a Message: ID "<seq>-<sub>", fields
 // e (epoch), t (time), b (body) and optional p (topic), u (user), c (client).
+// It fails for an entry whose ID or epoch it cannot read. An entry without
+// a body is returned with bad set (and an empty Body): it keeps its place,
+// and its seq, in the stream, but no client may receive it. What a body
+// holds is the Registry's to check: it skips one that no client may
+// receive, and counts its seq.
 func decode(x redis.XMessage) (entry, error) {
 	s, u, ok := strings.Cut(x.ID, "-")
 	seq, err1 := strconv.ParseUint(s, 10, 64)
@@ -312,6 +325,9 @@ func decode(x redis.XMessage) (entry, error) {
 	}
 	if !e.msg.Raw {
 		e.msg.Seq = seq
+	}
+	if _, ok := x.Values["b"].(string); !ok {
+		e.bad = errors.New("no body field")
 	}
 	e.t = str("t")
 	e.at, _ = strconv.ParseInt(e.t, 10, 64)

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/wsnotify/notify"
@@ -266,4 +267,58 @@ func TestRedisLostAcknowledgedWrites(t *testing.T) {
 		t.Errorf("seqs after the gap (-want +got):\n%s", diff)
 	}
 	t.Logf("%d of %d messages published before the nodes noticed were dropped with the old epoch", len(reused)-len(kept), len(reused))
+}
+
+// A stream entry written by something other than the broker, without its
+// body field, is skipped and logged; its neighbours reach live and
+// resuming clients, and nobody is told to reload: the regular entry keeps
+// its place in the order (no notify.gap for its seq), and a raw one sends
+// no empty frame. (An entry without a body used to reach the Registry with
+// an empty body, which made it panic; a raw one became an empty frame.)
+func TestMalformedEntriesAreSkipped(t *testing.T) {
+	t.Parallel()
+	s, nodes := cluster(t, 1, nil)
+	a := nodes[0]
+	live := connect(t, "live", a.ws+"?since=now")
+	epoch := live.hello.Epoch
+	now := strconv.FormatInt(time.Now().UnixMicro(), 10)
+
+	a.broadcast(t, "one", notify.SocketMessage{})
+	// Seq 2 without a body, as a foreign writer would add it; meta counts it.
+	if r := s.do("XADD", "{notify}:log", "2-0", "e", epoch, "t", now); r != "$3" {
+		t.Fatalf("XADD 2-0: %s", r)
+	}
+	if r := s.do("HSET", "{notify}:meta", "seq", "2"); r != ":0" {
+		t.Fatalf("HSET meta seq: %s", r)
+	}
+	a.broadcast(t, "three", notify.SocketMessage{})
+	// A raw entry after seq 3 without a body.
+	if r := s.do("XADD", "{notify}:log", "3-1", "e", epoch, "t", now); r != "$3" {
+		t.Fatalf("XADD 3-1: %s", r)
+	}
+	if r := s.do("HSET", "{notify}:meta", "sub", "1"); r != ":0" {
+		t.Fatalf("HSET meta sub: %s", r)
+	}
+	a.broadcast(t, "four", notify.SocketMessage{})
+
+	want := []string{"one", "three", "four"}
+	if diff := cmp.Diff(want, labels(live.readUntil("four"))); diff != "" {
+		t.Errorf("live client received (-want +got):\n%s", diff)
+	}
+	if !a.logs.has("ERROR redisbroker: skipping malformed stream entry") {
+		t.Error("no log record for the malformed entries")
+	}
+
+	resumed := connect(t, "resumed", fmt.Sprintf("%s?since=0&epoch=%s", a.ws, epoch))
+	a.broadcast(t, "five", notify.SocketMessage{})
+	got := resumed.readUntil("five")
+	if diff := cmp.Diff([]string{"one", "three", "four", "five"}, labels(got)); diff != "" {
+		t.Errorf("resuming client received (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]uint64{1, 3, 4, 5}, seqs(got)); diff != "" {
+		t.Errorf("resuming client's seqs (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"five"}, labels(live.readUntil("five"))); diff != "" {
+		t.Errorf("live client after the resume (-want +got):\n%s", diff)
+	}
 }

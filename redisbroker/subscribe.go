@@ -216,6 +216,16 @@ func (s *subscription) handle(x redis.XMessage) bool {
 		s.seq = e.seq
 	}
 	s.lastID, s.lastT = x.ID, e.t
+	if e.bad != nil {
+		s.b.log.Error("redisbroker: skipping malformed stream entry", "key", s.b.opts.Key, "id", x.ID, "err", e.bad)
+		if e.msg.Raw {
+			return true
+		}
+		// A regular message is passed on with its seq and an empty body,
+		// which the Registry skips while counting the seq as delivered:
+		// dropping it here would look like a trimmed message, and every
+		// resumable client would be told to reload (notify.gap).
+	}
 	s.deliver(e.msg)
 	if !e.msg.Raw && (s.b.epoch.Load() == nil || *s.b.epoch.Load() != s.epoch) {
 		epoch := s.epoch
