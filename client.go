@@ -326,8 +326,9 @@ var errHeartbeat = errors.New("notify: heartbeat timeout")
 // and records err as the reason [Registry.Add] returns. The connection
 // leaves the Registry at once, so it gets nothing new, but the frame being
 // written and the close frame still go out: the close handshake runs on its
-// own goroutine, and the connection is dropped only if it has not ended
-// within WriteTimeout plus closeGrace. fail never blocks its caller.
+// own goroutine, and the connection is dropped if it has not ended within
+// closeGrace (plus WriteTimeout for a slow consumer, whose socket may still
+// be full). fail never blocks its caller.
 func (c *Client) fail(code websocket.StatusCode, reason string, err error) {
 	c.mu.Lock()
 	if c.dead {
@@ -348,7 +349,11 @@ func (c *Client) fail(code websocket.StatusCode, reason string, err error) {
 		if !begin {
 			return
 		}
-		drop := time.AfterFunc(c.r.opts.WriteTimeout+closeGrace, c.cancel)
+		grace := closeGrace
+		if code == CloseSlowConsumer {
+			grace += c.r.opts.WriteTimeout // a frame may still be on its way to a slow reader
+		}
+		drop := time.AfterFunc(grace, c.cancel)
 		defer drop.Stop()
 		stop := context.AfterFunc(c.r.base, c.cancel) // Shutdown past its deadline drops it too
 		defer stop()

@@ -208,11 +208,14 @@ func TestDefaultQueueAbsorbsBursts(t *testing.T) {
 func TestHeartbeatClosesUnresponsivePeer(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, &notify.Options{PingInterval: 300 * time.Millisecond})
-	dialReady(t, s, "") // never reads again: swallows pings
+	c := dialRawReady(t, s, "") // never reads again: swallows pings
 
 	errs := s.waitGone(t, 1)
 	if closeCode(errs[0]) != notify.CloseHeartbeatTimeout {
 		t.Errorf("unresponsive peer ended with %v, want code %d", errs[0], notify.CloseHeartbeatTimeout)
+	}
+	if code, _ := c.readClose(); code != 4001 { // the number on the wire, which clients hard-code
+		t.Errorf("the peer read close code %d, want 4001", code)
 	}
 	if st := s.reg.Stats(); st.HeartbeatTimeouts != 1 || st.Connections != 0 {
 		t.Errorf("Stats = %+v, want one timeout", st)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/google/go-cmp/cmp"
@@ -112,48 +113,66 @@ func TestResumeGaps(t *testing.T) {
 }
 
 // TestResumeRacesBroadcasts reconnects a client again and again while
-// another goroutine broadcasts without pause: every message must arrive
-// exactly once, in order, across all the reconnects.
+// another goroutine broadcasts, paced faster than the client reads, until
+// the client is done: every message must arrive exactly once, in order,
+// across all the reconnects, each of which races the broadcasts.
 func TestResumeRacesBroadcasts(t *testing.T) {
 	t.Parallel()
-	const total = 10000
+	const rounds, history = 100, 100_000
 	s := newServer(t, &notify.Options{
-		QueueLength: total, QueueBytes: 64 << 20,
-		Broker: notify.NewMemoryBroker(&notify.MemoryBrokerOptions{HistoryLength: total}),
+		QueueLength: history, QueueBytes: 64 << 20,
+		Broker: notify.NewMemoryBroker(&notify.MemoryBrokerOptions{HistoryLength: history}),
 	})
 	_, pos := dialReady(t, s, "")
-	done := make(chan struct{})
+	stop, done := make(chan struct{}), make(chan int)
 	go func() {
-		defer close(done)
-		for range total {
+		sent := 0
+		defer func() { done <- sent }()
+		tick := time.NewTicker(100 * time.Microsecond) // paces the load; nothing waits on it
+		defer tick.Stop()
+		for sent < history*9/10 { // never past what history holds
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
 			if err := s.reg.Broadcast(context.Background(), notify.SocketMessage{Type: "m"}); err != nil {
 				t.Errorf("Broadcast: %v", err)
 				return
 			}
+			sent++
 		}
 	}()
 	var last uint64
-	rounds := 0
-	for ; last < total; rounds++ {
+	raced := 0
+	for round := range rounds {
 		c := dial(t, fmt.Sprintf("%s?since=%d&epoch=%s", s.ws, last, pos.Epoch))
 		if m := read(t, c); m.Type != notify.TypeHello {
-			t.Fatalf("round %d: got %+v, want hello", rounds, m)
+			t.Fatalf("round %d: got %+v, want hello", round, m)
 		}
-		for range min(1+rounds*37%200, total-int(last)) {
+		for range 1 + round*37%200 {
 			m := read(t, c)
 			if m.Seq != last+1 {
-				t.Fatalf("round %d: got seq %d after %d", rounds, m.Seq, last)
+				t.Fatalf("round %d: got seq %d after %d", round, m.Seq, last)
 			}
 			last = m.Seq
 		}
-		if rounds%2 == 0 {
+		if s.reg.Position().Seq > last {
+			raced++ // broadcasts went on while this connection resumed and read
+		}
+		if round%2 == 0 {
 			c.Close(websocket.StatusNormalClosure, "")
 		} else {
 			c.CloseNow()
 		}
 	}
-	<-done
-	t.Logf("%d messages received exactly once over %d connections", total, rounds)
+	close(stop)
+	sent := <-done
+	t.Logf("%d messages received exactly once over %d connections, %d of which raced the broadcaster (%d broadcast)",
+		last, rounds, raced, sent)
+	if raced < rounds/4 { // a precondition: most resumes must race broadcasts
+		t.Errorf("only %d of %d connections raced the broadcaster", raced, rounds)
+	}
 }
 
 func TestTopicsFilterDeliveryAndReplay(t *testing.T) {
