@@ -2,10 +2,13 @@ package notify_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -69,6 +72,7 @@ func ExampleRegistry_NotifyText() {
 func ExampleRegistry_Add() {
 	reg := notify.New(nil)
 	defer reg.Close()
+	added := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		conn, err := websocket.Accept(w, r, nil)
 		if err != nil {
@@ -79,8 +83,7 @@ func ExampleRegistry_Add() {
 			conn.Close(websocket.StatusPolicyViolation, err.Error())
 			return
 		}
-		err = reg.Add(context.Background(), conn, opts)
-		fmt.Println("Add returned:", err)
+		added <- reg.Add(context.Background(), conn, opts)
 	}))
 	defer srv.Close()
 
@@ -92,8 +95,126 @@ func ExampleRegistry_Add() {
 	_, hello, _ := c.Read(ctx) // sent once registered
 	fmt.Println(strings.Contains(string(hello), `"type":"notify.hello"`))
 	c.Close(websocket.StatusNormalClosure, "done")
-	reg.Close() // waits for Add to return
+	fmt.Println("Add returned:", <-added)
 	// Output:
 	// true
 	// Add returned: <nil>
+}
+
+// Stop the Registry beside the http.Server, and wait for both:
+// http.Server.Shutdown does not wait for WebSocket connections, which it
+// handed over when they were upgraded, so a main that returned after it
+// alone (or called Registry.Shutdown from RegisterOnShutdown, which does
+// not wait either) would cut the flush short. Here every message broadcast
+// before the shutdown reaches the client, then 1001.
+func ExampleRegistry_Shutdown() {
+	reg := notify.New(nil)
+	srv := &http.Server{Handler: reg.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go srv.Serve(ln)
+
+	ctx := context.Background()
+	c, _, err := websocket.Dial(ctx, "ws://"+ln.Addr().String()+"?since=now", nil)
+	if err != nil {
+		panic(err)
+	}
+	defer c.CloseNow()
+	c.Read(ctx) // the hello: registered from here on
+	for i := range 100 {
+		reg.Broadcast(ctx, notify.SocketMessage{Type: "tick", Data: i})
+	}
+
+	received := make(chan string)
+	go func() {
+		n := 0
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				received <- fmt.Sprintf("%d messages, then %v", n, websocket.CloseStatus(err))
+				return
+			}
+			n++
+		}
+	}()
+
+	// What main does on SIGTERM:
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- reg.Shutdown(stopCtx) }() // flushes, then 1001 to every connection
+	if err := srv.Shutdown(stopCtx); err != nil {
+		fmt.Println("http:", err)
+	}
+	if err := <-done; err != nil {
+		fmt.Println("notify:", err)
+	}
+
+	fmt.Println(<-received)
+	// Output: 100 messages, then StatusGoingAway
+}
+
+// The REST handoff: the response a page renders from says where its
+// snapshot ends, and the page connects from there, so no change falls
+// between the two.
+func ExamplePosition_SetHeader() {
+	reg := notify.New(nil)
+	defer reg.Close()
+	var mu sync.Mutex
+	var customers []string // the application's state
+	save := func(name string) {
+		mu.Lock()
+		defer mu.Unlock()
+		customers = append(customers, name)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", reg.Handler())
+	mux.HandleFunc("GET /api/customers", func(w http.ResponseWriter, r *http.Request) {
+		pos := reg.Position() // before reading the state
+		mu.Lock()
+		list := strings.Join(customers, ",")
+		mu.Unlock()
+		pos.SetHeader(w.Header())
+		fmt.Fprint(w, list)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	ctx := context.Background()
+	save("Ada")
+	reg.Broadcast(ctx, notify.SocketMessage{Type: "customer.created", Data: "Ada"})
+
+	res, err := http.Get(srv.URL + "/api/customers")
+	if err != nil {
+		panic(err)
+	}
+	res.Body.Close()
+	seq, epoch := res.Header.Get(notify.HeaderSeq), res.Header.Get(notify.HeaderEpoch)
+	fmt.Println("snapshot at seq", seq)
+
+	// A change saved after the snapshot was read, before the page connects:
+	save("Grace")
+	reg.Broadcast(ctx, notify.SocketMessage{Type: "customer.created", Data: "Grace"})
+
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws?since=" + seq + "&epoch=" + epoch
+	c, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer c.CloseNow()
+	for range 2 { // the hello, then what the snapshot missed
+		_, msg, _ := c.Read(ctx)
+		var m struct {
+			Seq  uint64
+			Type string
+			Data any
+		}
+		json.Unmarshal(msg, &m)
+		fmt.Println(m.Seq, m.Type, m.Data != nil)
+	}
+	// Output:
+	// snapshot at seq 1
+	// 0 notify.hello true
+	// 2 customer.created true
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,29 @@ func (r *Registry) Len() int {
 // before the snapshot was read, so nothing falls between the two.
 func (r *Registry) Position() Position {
 	return Position{Epoch: *r.epoch.Load(), Seq: r.last.Load()}
+}
+
+// The headers of the REST-to-WebSocket handoff, part of the protocol: a
+// response that a page renders from carries the [Position] it was read at,
+// and the page connects with ?since=<Notify-Seq>&epoch=<Notify-Epoch>
+// (notify.js: connect(url, {since, epoch})).
+const (
+	HeaderEpoch = "Notify-Epoch"
+	HeaderSeq   = "Notify-Seq"
+)
+
+// SetHeader writes p into h as [HeaderEpoch] and [HeaderSeq]. Read the
+// position before reading the state the response carries (see
+// [Registry.Position]), and call SetHeader before writing the body:
+//
+//	pos := reg.Position()
+//	customers, err := store.List(ctx)
+//	…
+//	pos.SetHeader(w.Header())
+//	json.NewEncoder(w).Encode(customers)
+func (p Position) SetHeader(h http.Header) {
+	h.Set(HeaderEpoch, p.Epoch)
+	h.Set(HeaderSeq, strconv.FormatUint(p.Seq, 10))
 }
 
 // Close stops the Registry at once: the handler answers 503, sending returns

@@ -108,8 +108,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		storeError(w, r, err)
 		return
 	}
-	w.Header().Set("Notify-Epoch", pos.Epoch)
-	w.Header().Set("Notify-Seq", strconv.FormatUint(pos.Seq, 10))
+	pos.SetHeader(w.Header())
 	writeJSON(w, http.StatusOK, customers)
 }
 
