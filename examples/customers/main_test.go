@@ -90,11 +90,14 @@ func TestRunLimitsConnections(t *testing.T) {
 		}
 	}()
 	for i := range maxConnectionsPerAddr {
-		c, _, err := websocket.Dial(ctx, ws, nil)
+		c, _, err := websocket.Dial(ctx, ws+"?since=now", nil)
 		if err != nil {
 			t.Fatalf("connection %d: %v", i+1, err)
 		}
 		conns = append(conns, c)
+		if _, _, err := c.Read(ctx); err != nil { // the hello: registered, so counted
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
 	}
 	_, resp, err := websocket.Dial(ctx, ws, nil)
 	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
