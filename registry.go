@@ -169,8 +169,10 @@ func (r *Registry) Close() error {
 // goroutines are still waited for, and ctx's error is returned.
 //
 // Call it alongside http.Server.Shutdown, which does not know about
-// hijacked connections; http.Server.RegisterOnShutdown(func() {
-// reg.Shutdown(ctx) }) does that. Shutdown is idempotent; a second call
+// hijacked connections, and wait for both before main returns (see
+// ExampleRegistry_Shutdown): a Shutdown started from
+// http.Server.RegisterOnShutdown is not waited for, so the process would
+// exit in the middle of the flush. Shutdown is idempotent; a second call
 // waits for the first to finish or for its own ctx.
 func (r *Registry) Shutdown(ctx context.Context) error {
 	return r.stop(ctx, true)
