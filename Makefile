@@ -1,17 +1,28 @@
 # Every Go module in the repository: the root and the nested ones.
+#
+# The committed go.work puts them all in one workspace, so one go command
+# covers every module, each nested module built against the root in this
+# working tree. Published nested modules (redisbroker) still require a real
+# version of the root in their go.mod, because that is what users get from a
+# module proxy, where replace directives of dependencies are ignored; go.work
+# maps that version to this tree until it is tagged. At a release, the
+# version changes in the nested go.mod files, go.work and release/ together:
+# see CONTRIBUTING.md.
 MODULES := $(shell find . -name go.mod -not -path './.git/*' -exec dirname {} \; | sort)
+PACKAGES := $(addsuffix /...,$(MODULES))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOTESTSUM := gotest.tools/gotestsum@v1.13.0
 
 .PHONY: test lint fuzz demo
 
-# test runs every module's tests with the race detector. Tests that need
-# redis-server or chromium skip loudly when it is missing, and fail instead
-# when CI=true.
+# test runs every module's tests with the race detector, release/'s install
+# check included, through gotestsum: a line per package, then every skipped
+# test with its reason and a summary line counting tests, failures and skips.
+# Tests that need redis-server or chromium skip when it is missing, and fail
+# instead when CI=true. The timeout applies to each package's test binary.
 test:
-	@set -e; for m in $(MODULES); do \
-		echo "== go test -race $$m"; \
-		(cd $$m && go test -race -count=1 -timeout 8m ./...); \
-	done
+	go run $(GOTESTSUM) --format pkgname --format-icons text -- \
+		-race -count=1 -timeout 8m $(PACKAGES)
 
 # fuzz runs each fuzz target of the root module for FUZZTIME (seed corpora
 # in testdata/fuzz run with every go test too). Minimizing a new input is
@@ -27,10 +38,8 @@ fuzz:
 # lint checks formatting, go vet and staticcheck in every module.
 lint:
 	@set -e; out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	@set -e; for m in $(MODULES); do \
-		echo "== vet + staticcheck $$m"; \
-		(cd $$m && go vet ./... && go run $(STATICCHECK) ./...); \
-	done
+	go vet $(PACKAGES)
+	go run $(STATICCHECK) $(PACKAGES)
 
 demo:
 	go run ./examples/customers

@@ -2,14 +2,12 @@ module github.com/wsnotify/notify/bench
 
 go 1.26.0
 
-replace github.com/wsnotify/notify => ../
-
 require (
 	github.com/centrifugal/centrifuge v0.40.1
 	github.com/coder/websocket v1.8.15
 	github.com/gorilla/websocket v1.5.3
 	github.com/olahol/melody v1.1.4
-	github.com/wsnotify/notify v0.0.0-00010101000000-000000000000
+	github.com/wsnotify/notify v0.1.0
 )
 
 require (

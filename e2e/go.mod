@@ -2,14 +2,12 @@ module github.com/wsnotify/notify/e2e
 
 go 1.25
 
-replace github.com/wsnotify/notify => ../
-
 require (
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
 	github.com/coder/websocket v1.8.15
 	github.com/google/go-cmp v0.7.0
-	github.com/wsnotify/notify v0.0.0-00010101000000-000000000000
+	github.com/wsnotify/notify v0.1.0
 	go.uber.org/goleak v1.3.0
 )
 

@@ -6,7 +6,7 @@ require (
 	github.com/coder/websocket v1.8.15
 	github.com/google/go-cmp v0.7.0
 	github.com/redis/go-redis/v9 v9.23.0
-	github.com/wsnotify/notify v0.0.0
+	github.com/wsnotify/notify v0.1.0
 	go.uber.org/goleak v1.3.0
 )
 
@@ -15,5 +15,3 @@ require (
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 )
-
-replace github.com/wsnotify/notify => ../
