@@ -1,6 +1,6 @@
 module github.com/wsnotify/notify
 
-go 1.24
+go 1.23
 
 require (
 	github.com/coder/websocket v1.8.15
