@@ -124,6 +124,13 @@ func dialRaw(t testing.TB, s *server, query string) *rawConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
+	return upgradeRaw(t, nc, host, query)
+}
+
+// upgradeRaw sends a WebSocket handshake for query over nc, checks the
+// 101, and returns the connection for hand-written frames.
+func upgradeRaw(t testing.TB, nc net.Conn, host, query string) *rawConn {
+	t.Helper()
 	nc.SetDeadline(time.Now().Add(20 * time.Second))
 	fmt.Fprintf(nc, "GET /%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", query, host)

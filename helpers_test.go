@@ -35,13 +35,7 @@ func newServer(t testing.TB, opts *notify.Options) *server {
 		opts = &notify.Options{}
 	}
 	s := &server{gone: make(chan error, 10000)}
-	user := opts.OnDisconnect
-	opts.OnDisconnect = func(c *notify.Client, err error) {
-		if user != nil {
-			user(c, err)
-		}
-		s.gone <- err
-	}
+	reportDisconnects(opts, s.gone)
 	s.reg = notify.New(opts)
 	s.srv = httptest.NewServer(s.reg.Handler())
 	s.ws = "ws" + strings.TrimPrefix(s.srv.URL, "http")
@@ -52,6 +46,18 @@ func newServer(t testing.TB, opts *notify.Options) *server {
 		s.srv.Close()
 	})
 	return s
+}
+
+// reportDisconnects wraps opts.OnDisconnect to also send every ended
+// connection's error on gone.
+func reportDisconnects(opts *notify.Options, gone chan<- error) {
+	user := opts.OnDisconnect
+	opts.OnDisconnect = func(c *notify.Client, err error) {
+		if user != nil {
+			user(c, err)
+		}
+		gone <- err
+	}
 }
 
 // dial connects a client; query is appended to the handler URL.

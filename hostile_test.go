@@ -28,7 +28,6 @@ package notify_test
 // without any timing.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -62,13 +61,7 @@ func newPipeServer(t *testing.T, opts *notify.Options) *pipeServer {
 		opts = &notify.Options{}
 	}
 	s := &pipeServer{conns: make(chan net.Conn), gone: make(chan error, 10000)}
-	user := opts.OnDisconnect
-	opts.OnDisconnect = func(c *notify.Client, err error) {
-		if user != nil {
-			user(c, err)
-		}
-		s.gone <- err
-	}
+	reportDisconnects(opts, s.gone)
 	s.reg = notify.New(opts)
 	l := &pipeListener{conns: s.conns, done: make(chan struct{})}
 	srv := &http.Server{Handler: s.reg.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -93,18 +86,7 @@ func (s *pipeServer) dial(t *testing.T, query string) *rawConn {
 	client, server := net.Pipe()
 	t.Cleanup(func() { client.Close() })
 	s.conns <- server
-	client.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprintf(client, "GET /%s HTTP/1.1\r\nHost: pipe\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", query)
-	br := bufio.NewReader(client)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %s", resp.Status)
-	}
-	return &rawConn{client, br}
+	return upgradeRaw(t, client, "pipe", query)
 }
 
 // dialReady is dial with since=now: it returns once the hello was read, so
