@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/wsnotify/notify"
 	"github.com/wsnotify/notify/pgbroker"
+	"github.com/wsnotify/notify/pgbroker/internal/pgtest"
 )
 
 var ctx = context.Background()
@@ -25,7 +26,7 @@ func publish(t testing.TB, b *pgbroker.Broker, m notify.Message) uint64 {
 // with their epoch and targets.
 func TestPublishAndHistory(t *testing.T) {
 	t.Parallel()
-	s := startPG(t)
+	s := pgtest.Start(t)
 	a := newBroker(t, s, pgbroker.Options{})
 	b := newBroker(t, s, pgbroker.Options{})
 

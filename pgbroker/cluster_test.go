@@ -9,12 +9,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 	"github.com/wsnotify/notify"
+	"github.com/wsnotify/notify/pgbroker/internal/pgtest"
 )
 
 // cluster starts a PostgreSQL and n nodes on it, named A, B, C, …
-func cluster(t *testing.T, n int) (*pgServer, []*node) {
+func cluster(t *testing.T, n int) (*pgtest.Server, []*node) {
 	t.Helper()
-	s := startPG(t)
+	s := pgtest.Start(t)
 	nodes := make([]*node, n)
 	for i := range nodes {
 		nodes[i] = newNode(t, s, string(rune('A'+i)), nil)
@@ -42,7 +43,7 @@ func TestThreeNodesOneGlobalOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := pgx.Connect(ctx, s.connString())
+			conn, err := pgx.Connect(ctx, s.ConnString())
 			if err != nil {
 				errs <- err
 				return

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/wsnotify/notify"
 	"github.com/wsnotify/notify/pgbroker"
+	"github.com/wsnotify/notify/pgbroker/internal/pgtest"
 )
 
 // PostgreSQL unreachable at start: New fails at once with an error that
@@ -52,11 +53,11 @@ func TestPostgresRestartMidStream(t *testing.T) {
 		nodes[i%3].broadcast(t, l, notify.SocketMessage{})
 		committed = append(committed, l)
 	}
-	s.crash()
+	s.Crash()
 	if err := nodes[1].reg.Broadcast(ctx, msg("down")); err == nil {
 		t.Error("Broadcast succeeded while PostgreSQL was down")
 	}
-	s.restart()
+	s.Restart()
 	// A pooled connection that died with the server fails the first
 	// publish that uses it (the broker never retries: a retry could
 	// publish twice). Nothing was sent on it, so publishing again is safe
@@ -106,7 +107,7 @@ func TestListenerKilled(t *testing.T) {
 	s, nodes := cluster(t, 2)
 	a, b := nodes[0], nodes[1]
 	cl := connect(t, "client@B", b.ws+"?since=now")
-	db := s.conn(t)
+	db := s.Conn(t)
 
 	var want []string
 	for i := range 5 {
@@ -153,14 +154,14 @@ func TestLongTransactionDoesNotHoldUpOthers(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	cl := connect(t, "client@B", b.ws+"?since=now")
 
-	long, err := s.conn(t).Begin(ctx)
+	long, err := s.Conn(t).Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := a.b.BroadcastTx(ctx, long, msg("long")); err != nil {
 		t.Fatal(err)
 	}
-	db := s.conn(t)
+	db := s.Conn(t)
 	for i := range 5 {
 		l := "short" + strconv.Itoa(i)
 		if err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return b.b.BroadcastTx(ctx, tx, msg(l)) }); err != nil {
@@ -201,7 +202,7 @@ func TestStreamReset(t *testing.T) {
 				nodes[0].broadcast(t, "old"+strconv.Itoa(i), notify.SocketMessage{})
 			}
 			cl.read(3)
-			s.exec(t, tc.sql)
+			s.Exec(t, tc.sql)
 			if tc.name == "drop tables" {
 				// A node (re)started after the drop creates them again.
 				newBroker(t, s, pgbroker.Options{})
@@ -223,7 +224,7 @@ func TestStreamReset(t *testing.T) {
 // as a gap, and trimming runs beside publishers without blocking them.
 func TestHistoryTrimmed(t *testing.T) {
 	t.Parallel()
-	s := startPG(t)
+	s := pgtest.Start(t)
 	b := newBroker(t, s, pgbroker.Options{HistoryLength: 10})
 	_, cancel, err := b.Subscribe(ctx, func(notify.Message) {}) // its goroutine trims
 	if err != nil {
@@ -244,7 +245,7 @@ func TestHistoryTrimmed(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	db := s.conn(t)
+	db := s.Conn(t)
 	// Trimming runs at most once a second on each delivery goroutine;
 	// waiting for its result is polling the table, once per trim period.
 	deadline := time.Now().Add(20 * time.Second)

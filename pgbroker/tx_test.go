@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/wsnotify/notify"
 	"github.com/wsnotify/notify/pgbroker"
+	"github.com/wsnotify/notify/pgbroker/internal/pgtest"
 )
 
 func msg(label string) notify.SocketMessage {
@@ -22,11 +23,11 @@ func msg(label string) notify.SocketMessage {
 // Broadcasts.
 func TestTransactionCommitsOrRollsBack(t *testing.T) {
 	t.Parallel()
-	s := startPG(t)
+	s := pgtest.Start(t)
 	a := newNode(t, s, "A", nil)
 	b := newNode(t, s, "B", nil)
 	cl := connect(t, "client@B", b.ws+"?since=now")
-	db := s.conn(t)
+	db := s.Conn(t)
 
 	tx, err := db.Begin(ctx)
 	if err != nil {
@@ -87,14 +88,14 @@ func TestTransactionCommitsOrRollsBack(t *testing.T) {
 // history for resuming clients.
 func TestCommitThenProcessDies(t *testing.T) {
 	t.Parallel()
-	s := startPG(t)
+	s := pgtest.Start(t)
 	a := newNode(t, s, "A", nil)
 	cl := connect(t, "client@A", a.ws+"?since=now")
 
 	// The dying process: a broker that never subscribes, and a raw
 	// connection that commits and is then cut.
 	dying := newBroker(t, s, pgbroker.Options{})
-	c := s.conn(t)
+	c := s.Conn(t)
 	tx, err := c.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +118,7 @@ func TestCommitThenProcessDies(t *testing.T) {
 	// replays it to a client that resumes from before it.
 	a.stop(t)
 	later := newBroker(t, s, pgbroker.Options{}) // another publishing process
-	c2 := s.conn(t)
+	c2 := s.Conn(t)
 	if err := pgx.BeginFunc(ctx, c2, func(tx pgx.Tx) error { return later.BroadcastTx(ctx, tx, msg("while every node was down")) }); err != nil {
 		t.Fatal(err)
 	}
