@@ -2,6 +2,7 @@ package pgbroker_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -61,5 +62,65 @@ func TestPublishAndHistory(t *testing.T) {
 	}
 	if ms, err := a.History(ctx, 3, 3); err != nil || len(ms) != 0 {
 		t.Errorf("History(3, 3) = %+v, %v; want nothing", ms, err)
+	}
+}
+
+// A subscriber receives, in order and exactly once, what is published after
+// Subscribe, raw messages included; cancel waits for its goroutine, after
+// which nothing is delivered; Close is idempotent and later calls fail.
+func TestSubscribeDeliversInOrderUntilCancel(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Start(t)
+	pub := newBroker(t, s, pgbroker.Options{})
+	publish(t, pub, notify.Message{Body: []byte("before")})
+
+	b := newBroker(t, s, pgbroker.Options{})
+	got := make(chan notify.Message, 100)
+	pos, cancel, err := b.Subscribe(ctx, func(m notify.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.Seq != 1 || pos.Epoch == "" {
+		t.Errorf("position %+v, want seq 1 of an epoch", pos)
+	}
+	publish(t, pub, notify.Message{Body: []byte("a")})
+	publish(t, pub, notify.Message{Raw: true, Body: []byte("raw")})
+	publish(t, pub, notify.Message{Topic: "t", Body: []byte("b")})
+	var ms []notify.Message
+	for range 3 {
+		ms = append(ms, <-got)
+	}
+	want := []notify.Message{
+		{Seq: 2, Epoch: pos.Epoch, Body: []byte("a")},
+		{Epoch: pos.Epoch, Raw: true, Body: []byte("raw")},
+		{Seq: 3, Epoch: pos.Epoch, Topic: "t", Body: []byte("b")},
+	}
+	if diff := cmp.Diff(want, ms); diff != "" {
+		t.Errorf("delivered (-want +got):\n%s", diff)
+	}
+
+	cancel()
+	cancel() // idempotent
+	publish(t, pub, notify.Message{Body: []byte("after cancel")})
+	select { // cancel waited for the goroutine, so nothing can arrive
+	case m := <-got:
+		t.Errorf("delivered %q after cancel", m.Body)
+	default:
+	}
+
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := b.Publish(ctx, notify.Message{Body: []byte("x")}); !errors.Is(err, pgbroker.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if _, _, err := b.Subscribe(ctx, func(notify.Message) {}); !errors.Is(err, pgbroker.ErrClosed) {
+		t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
+	}
+	if _, err := pgbroker.New(ctx, &pgbroker.Options{ConnString: s.ConnString(), Table: "Bad-Name"}); err == nil {
+		t.Error("New accepted an invalid Table")
 	}
 }

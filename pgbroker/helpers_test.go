@@ -1,7 +1,6 @@
 package pgbroker_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -28,23 +27,6 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // newBroker connects a Broker to s and closes it when the test ends.
@@ -74,7 +56,6 @@ type node struct {
 	srv  *httptest.Server
 	ws   string
 	logs *logRecorder
-	raw  *connTracker
 	once sync.Once
 }
 
@@ -90,10 +71,7 @@ func newNode(t testing.TB, s *pgtest.Server, name string, opts *notify.Options) 
 	// Tests read one client at a time; roomy queues keep the others open.
 	opts.QueueLength, opts.QueueBytes = 1<<14, 64<<20
 	n.reg = notify.New(opts)
-	n.srv = httptest.NewUnstartedServer(n.reg.Handler())
-	n.raw = &connTracker{Listener: n.srv.Listener}
-	n.srv.Listener = n.raw
-	n.srv.Start()
+	n.srv = httptest.NewServer(n.reg.Handler())
 	n.ws = "ws" + strings.TrimPrefix(n.srv.URL, "http")
 	t.Cleanup(func() { n.stop(t) })
 	return n
@@ -111,14 +89,6 @@ func (n *node) stop(t testing.TB) {
 	})
 }
 
-// kill ends the node as a crash would: every TCP connection is cut without
-// a WebSocket close, then its goroutines are released.
-func (n *node) kill(t testing.TB) {
-	n.raw.Close()
-	n.raw.cut()
-	n.stop(t)
-}
-
 func (n *node) broadcast(t testing.TB, label string, m notify.SocketMessage) {
 	t.Helper()
 	if m.Type == "" {
@@ -127,32 +97,6 @@ func (n *node) broadcast(t testing.TB, label string, m notify.SocketMessage) {
 	m.Data = label
 	if err := n.reg.Broadcast(context.Background(), m); err != nil {
 		t.Fatalf("%s: Broadcast %s: %v", n.name, label, err)
-	}
-}
-
-// connTracker is a listener that remembers its connections so that a test
-// can cut them; httptest forgets hijacked ones.
-type connTracker struct {
-	net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func (l *connTracker) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.mu.Lock()
-		l.conns = append(l.conns, c)
-		l.mu.Unlock()
-	}
-	return c, err
-}
-
-func (l *connTracker) cut() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, c := range l.conns {
-		c.Close()
 	}
 }
 
