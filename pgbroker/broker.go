@@ -32,7 +32,7 @@ type Broker struct {
 	pool    *pgxpool.Pool
 	ownPool bool
 	connCfg *pgx.ConnConfig // for the delivery goroutines' connections
-	sql     struct{ enqueue, relay, trim, history string }
+	sql     struct{ enqueue, publish, relay, trim, history string }
 	log     *slog.Logger
 
 	// epoch is the epoch of the last message delivered, the one the
@@ -58,7 +58,7 @@ type Options struct {
 	Pool *pgxpool.Pool
 
 	// Table names the stream: the broker owns the tables Table_log and
-	// Table_meta, the functions Table_enqueue, Table_relay and Table_trim,
+	// Table_meta, the functions Table_enqueue, Table_relay, Table_publish and Table_trim,
 	// and the LISTEN channel Table, and creates them if they are missing
 	// (in the connection's search_path). Brokers with different tables in
 	// one database are independent streams. Lower-case letters, digits and
@@ -143,6 +143,7 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 	b.connCfg = b.pool.Config().ConnConfig.Copy()
 	p := o.Table
 	b.sql.enqueue = "SELECT " + p + "_enqueue($1, $2, $3, $4, $5)"
+	b.sql.publish = "SELECT " + p + "_publish($1, $2, $3, $4, $5, $6)"
 	b.sql.relay = "SELECT * FROM " + p + "_relay($1, $2, $3)"
 	b.sql.trim = "SELECT " + p + "_trim($1, $2)"
 	b.sql.history = `SELECT m.epoch, clock_timestamp() - $3::interval, l.seq, l.epoch, l.at,
@@ -171,9 +172,10 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 	return b, nil
 }
 
-// Publish implements [notify.Broker]: it appends m in a transaction of its
-// own, then numbers it (with whatever else committed meanwhile) and
-// returns its seq, or 0 for a raw message. It does not wait for delivery.
+// Publish implements [notify.Broker]: in one statement, a transaction of
+// its own, it appends m and numbers it (with whatever else committed
+// before), and returns its seq, or 0 for a raw message, which the next
+// relay numbers. It does not wait for delivery.
 //
 // An error means the message may not have been published: the database
 // was unreachable, or the reply was lost (then it may have been). Publish
@@ -182,18 +184,11 @@ func (b *Broker) Publish(ctx context.Context, m notify.Message) (uint64, error) 
 	if b.isClosed() {
 		return 0, ErrClosed
 	}
-	var id int64
-	if err := b.pool.QueryRow(ctx, b.sql.enqueue, m.Topic, m.User, m.Client, m.Raw, m.Body).Scan(&id); err != nil {
+	var seq int64
+	if err := b.pool.QueryRow(ctx, b.sql.publish, newEpoch(), m.Topic, m.User, m.Client, m.Raw, m.Body).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("pgbroker: publishing: %w", err)
 	}
-	if m.Raw {
-		return 0, nil // the relay of any node numbers it; it has no seq to wait for
-	}
-	r, err := b.relay(ctx, b.pool, id)
-	if err != nil {
-		return 0, fmt.Errorf("pgbroker: published, but numbering failed: %w", err)
-	}
-	return uint64(r.mine), nil
+	return uint64(seq), nil
 }
 
 // BroadcastTx writes msg in the caller's transaction tx: it is delivered to

@@ -10,8 +10,8 @@ import (
 
 // schema returns the tables and functions of the stream named p, each
 // created if missing (functions are replaced, so a newer version of this
-// package updates them). The names are p_log, p_meta, p_enqueue, p_relay
-// and p_trim, and p is also the LISTEN channel.
+// package updates them). The names are p_log, p_meta, p_enqueue, p_relay,
+// p_publish and p_trim, and p is also the LISTEN channel.
 //
 // p_log holds every message: id orders unnumbered rows; pos is the row's
 // place in the one order (raw messages included) and seq its sequence
@@ -116,6 +116,23 @@ BEGIN
 	IF mine IS NOT NULL THEN
 		SELECT l.seq INTO out_mine FROM {p}_log l WHERE l.id = mine;
 	END IF;
+END $fn$;
+
+-- publish is enqueue and relay in one transaction of its own, for
+-- Registry.Broadcast: it returns the message's seq (0 for a raw message,
+-- which the next relay of any node numbers).
+CREATE OR REPLACE FUNCTION {p}_publish(new_epoch text, p_topic text, p_usr text, p_client text, p_raw boolean, p_body bytea)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+	new_id bigint;
+	r record;
+BEGIN
+	new_id := {p}_enqueue(p_topic, p_usr, p_client, p_raw, p_body);
+	IF p_raw THEN
+		RETURN 0;
+	END IF;
+	SELECT * INTO r FROM {p}_relay(new_epoch, 10000, new_id);
+	RETURN coalesce(r.out_mine, 0);
 END $fn$;
 
 -- trim deletes numbered rows beyond the newest keep, and those numbered
