@@ -3,11 +3,13 @@ package notify_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/google/go-cmp/cmp"
@@ -160,5 +162,55 @@ func TestBadBrokerMessagesAreSkipped(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), `msg="notify: skipping a message from the broker's history"`); n != 2 {
 		t.Errorf("%d log lines for messages skipped on replay, want 2 (seq 2 and 3):\n%s", n, logs.String())
+	}
+}
+
+// TestNewMessageMatchesBroadcast: a Message made by NewMessage and handed
+// to the broker directly, as a broker publishing inside a database
+// transaction does, reaches clients as the very bytes Broadcast sends;
+// messages Broadcast refuses, NewMessage refuses too.
+func TestNewMessageMatchesBroadcast(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := notify.NewMemoryBroker(nil)
+	s := newServer(t, &notify.Options{Broker: b})
+	c, _ := dialReady(t, s, "")
+	at := time.Date(2026, 11, 25, 13, 0, 0, 0, time.UTC)
+	msg := notify.SocketMessage{Type: "customer.created", Topic: "", Data: map[string]any{"id": 42, "name": "Ada"}, Time: at}
+
+	if err := s.reg.Broadcast(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	m, err := notify.NewMessage(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	var frames []string
+	for range 2 {
+		_, f, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, string(f))
+	}
+	want := []string{
+		`{"seq":1,"type":"customer.created","data":{"id":42,"name":"Ada"},"time":"2026-11-25T13:00:00Z"}`,
+		`{"seq":2,"type":"customer.created","data":{"id":42,"name":"Ada"},"time":"2026-11-25T13:00:00Z"}`,
+	}
+	if diff := cmp.Diff(want, frames); diff != "" {
+		t.Errorf("frames (-want +got):\n%s", diff)
+	}
+
+	if m, err := notify.NewMessage(notify.SocketMessage{Type: "x", Topic: "orders", User: "u", Client: "c"}); err != nil ||
+		m.Topic != "orders" || m.User != "u" || m.Client != "c" || m.Seq != 0 || m.Raw || !bytes.Contains(m.Body, []byte(`"time":"`)) {
+		t.Errorf("NewMessage with targets = %+v, %v", m, err)
+	}
+	for _, bad := range []notify.SocketMessage{{}, {Type: "notify.gap"}, {Type: "x", Topic: "no spaces"}, {Type: "x", Data: func() {}}} {
+		if _, err := notify.NewMessage(bad); !errors.Is(err, notify.ErrInvalidMessage) {
+			t.Errorf("NewMessage(%+v) error %v, want ErrInvalidMessage", bad, err)
+		}
 	}
 }

@@ -21,14 +21,29 @@ import (
 // or Shutdown, and the broker's error if publishing failed (then no client
 // received the message).
 func (r *Registry) Broadcast(ctx context.Context, msg SocketMessage) error {
+	m, err := NewMessage(msg)
+	if err != nil {
+		return err
+	}
+	return r.publish(ctx, m)
+}
+
+// NewMessage encodes msg as [Registry.Broadcast] does, into the [Message]
+// a [Broker] carries: Time is set to the current time (UTC) when zero, the
+// body is encoded once, and Topic, User and Client are copied. A broker
+// that publishes without a Registry, for example inside the caller's
+// database transaction, uses it so that clients receive exactly the frames
+// Broadcast would send. It returns an error wrapping [ErrInvalidMessage]
+// for a message Broadcast would refuse.
+func NewMessage(msg SocketMessage) (Message, error) {
 	if msg.Time.IsZero() {
 		msg.Time = time.Now().UTC()
 	}
 	body, err := encodeBody(&msg)
 	if err != nil {
-		return err
+		return Message{}, err
 	}
-	return r.publish(ctx, Message{Topic: msg.Topic, User: msg.User, Client: msg.Client, Body: body})
+	return Message{Topic: msg.Topic, User: msg.User, Client: msg.Client, Body: body}, nil
 }
 
 // NotifyText sends text unchanged, as one text frame, to every connection.

@@ -32,6 +32,8 @@ import (
 // [notify.SocketMessage] with no topic, so every connection hears it:
 // Type "customer.created", "customer.updated" or "customer.deleted", and
 // Data the [Customer] as stored (for a deletion, as it was just before).
+// A store that implements [ChangeNotifier] announces its changes itself,
+// in the change's own transaction, and New then broadcasts nothing.
 //
 // Errors are JSON, {"error":"…"}: 400 for a bad ID or a body that is not
 // one JSON object with exactly the fields name and email, valid as
@@ -185,6 +187,9 @@ func (a *api) change(r *http.Request, typ string, do func() (Customer, error)) (
 	c, err := do()
 	if err != nil {
 		return Customer{}, err
+	}
+	if n, ok := a.store.(ChangeNotifier); ok && n.NotifiesChanges() {
+		return c, nil // announced in the change's own transaction
 	}
 	// The change is saved, so announce it even if the client that asked
 	// for it has gone away meanwhile: hence a context without its cancel.

@@ -44,6 +44,16 @@ type Store interface {
 	Delete(ctx context.Context, id int64) (Customer, error)
 }
 
+// ChangeNotifier is implemented by a [Store] that announces each change
+// itself, in the same database transaction as the change (for example
+// with github.com/wsnotify/notify/pgbroker's BroadcastTx), as a
+// [notify.SocketMessage] of the type and data the API would broadcast.
+// When NotifiesChanges returns true the API does not broadcast after the
+// store returns: a change is announced if and only if it commits.
+type ChangeNotifier interface {
+	NotifiesChanges() bool
+}
+
 // MemoryStore is a [Store] held in memory, with IDs 1, 2, 3, … in order of
 // creation. It is safe for concurrent use; its zero value is an empty store
 // ready to use.
