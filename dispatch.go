@@ -112,13 +112,29 @@ func (r *Registry) dispatchLoop() {
 func (r *Registry) dispatchPending() {
 	d := &r.disp
 	for {
+		r.writers.waitDrained()
 		d.mu.Lock()
-		msgs := d.pending
-		if len(msgs) == 0 {
+		if len(d.pending) == 0 {
 			d.mu.Unlock()
 			return
 		}
-		d.pending, d.spare, d.bytes = d.spare[:0], nil, 0
+		// A pass takes at most half a connection's queue, so that a burst
+		// published at once never overflows a connection that keeps up.
+		msgs := d.pending
+		if n := max(1, r.opts.QueueLength/2); len(msgs) > n {
+			msgs = d.spare[:0]
+			msgs = append(msgs, d.pending[:n]...)
+			k := copy(d.pending, d.pending[n:])
+			clear(d.pending[k:])
+			d.pending = d.pending[:k]
+			d.bytes = 0
+			for i := range d.pending {
+				d.bytes += len(d.pending[i].Body)
+			}
+		} else {
+			d.pending, d.bytes = d.spare[:0], 0
+		}
+		d.spare = nil
 		d.room.Broadcast()
 		d.mu.Unlock()
 

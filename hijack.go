@@ -36,7 +36,7 @@ const hijackBufSize = 512
 // small buffers.
 type hijacker struct {
 	http.ResponseWriter
-	conn *frameConn // set by Hijack
+	conn *frameConn // filled in by Hijack
 }
 
 func (h *hijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
@@ -46,7 +46,8 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &frameConn{Conn: nc}
+	c := h.conn // made by the handler, so that hooks can refer to it before the hijack
+	c.Conn = nc
 	c.initTry()
 	if n := brw.Reader.Buffered(); n > 0 {
 		// Bytes the client sent right after its handshake: coder/websocket
@@ -78,7 +79,7 @@ type frameConn struct {
 	mu        sync.Mutex // orders coder/websocket's writes and ours
 	closeSent bool       // coder/websocket wrote a close frame: no data may follow
 
-	try tryState // for tryWriteFrames, where the platform allows it
+	try tryRaw // for tryWriteFrames, where the platform allows it
 }
 
 func (c *frameConn) Read(p []byte) (int, error) {
@@ -141,7 +142,7 @@ const (
 // a close frame, perhaps blocked on a full socket) it returns tryBusy at
 // once, having written nothing. Only connections for which canTry reports
 // true support it.
-func (c *frameConn) tryWriteFrames(frames *net.Buffers) (tryResult, error) {
+func (c *frameConn) tryWriteFrames(t *tryWriter, frames *net.Buffers) (tryResult, error) {
 	if !c.mu.TryLock() {
 		return tryBusy, nil
 	}
@@ -150,7 +151,7 @@ func (c *frameConn) tryWriteFrames(frames *net.Buffers) (tryResult, error) {
 		return tryDone, net.ErrClosed
 	}
 	for len(*frames) > 0 {
-		n, err := c.tryWritev(*frames)
+		n, err := c.tryWritev(t, *frames)
 		if err != nil {
 			c.Conn.Close() // so coder/websocket's reader notices and the connection ends
 			c.mu.Unlock()

@@ -6,44 +6,53 @@ import (
 	"unsafe"
 )
 
-// tryState lets a pooled writer write to a TCP socket without waiting: one
-// writev system call on the socket (which the runtime keeps non-blocking),
+// A pooled writer writes to a TCP socket without waiting: one writev
+// system call on the socket (which the runtime keeps non-blocking), made
 // through syscall.RawConn, so that a full socket answers EAGAIN instead of
-// parking the writer. The callback, the iovec array and the RawConn are
-// made once per connection, so a write allocates nothing.
-type tryState struct {
-	raw    syscall.RawConn
-	fn     func(fd uintptr) bool // c.tryWrite, bound once
+// parking the writer. A connection keeps only its RawConn; the callback and
+// the iovec array belong to the pooled writer, made once, so a write
+// allocates nothing and a connection holds no iovecs between writes.
+
+// tryRaw is what a connection keeps for writes that never wait.
+type tryRaw struct {
+	raw syscall.RawConn // nil: not a socket (TLS, a pipe)
+}
+
+// tryWriter is a pooled writer's scratch for writes that never wait.
+type tryWriter struct {
+	fn     func(fd uintptr) bool // t.write, bound once
 	iov    []syscall.Iovec
+	frames net.Buffers
 	n      int
 	err    error
-	frames net.Buffers
 }
 
 // maxIovecs is Linux's IOV_MAX: the most buffers one writev takes.
 const maxIovecs = 1024
+
+func newTryWriter() *tryWriter {
+	t := &tryWriter{}
+	t.fn = t.write
+	return t
+}
 
 func (c *frameConn) initTry() {
 	sc, ok := c.Conn.(syscall.Conn)
 	if !ok {
 		return // TLS, in-memory pipes: the connection's own goroutine writes
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return
+	if raw, err := sc.SyscallConn(); err == nil {
+		c.try.raw = raw
 	}
-	c.try.raw = raw
-	c.try.fn = c.tryWrite
 }
 
 func (c *frameConn) canTry() bool { return c.try.raw != nil }
 
-// tryWritev makes one writev call that does not wait, and returns how
+// tryWritev makes one writev call on c that does not wait, and returns how
 // many bytes it wrote: 0 when the socket is full.
-func (c *frameConn) tryWritev(frames net.Buffers) (int, error) {
-	t := &c.try
+func (c *frameConn) tryWritev(t *tryWriter, frames net.Buffers) (int, error) {
 	t.frames = frames
-	err := t.raw.Write(t.fn)
+	err := c.try.raw.Write(t.fn)
 	t.frames = nil
 	clear(t.iov) // keep no frame alive
 	if err == nil {
@@ -53,10 +62,9 @@ func (c *frameConn) tryWritev(frames net.Buffers) (int, error) {
 	return t.n, err
 }
 
-// tryWrite is the RawConn callback; returning true tells the runtime not
-// to wait for the socket to become writable.
-func (c *frameConn) tryWrite(fd uintptr) bool {
-	t := &c.try
+// write is the RawConn callback; returning true tells the runtime not to
+// wait for the socket to become writable.
+func (t *tryWriter) write(fd uintptr) bool {
 	t.iov = t.iov[:0]
 	for _, b := range t.frames {
 		if len(t.iov) == maxIovecs {

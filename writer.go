@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"net"
 	"sync"
 	"time"
 
@@ -36,6 +37,7 @@ import (
 type writerPool struct {
 	mu      sync.Mutex
 	wake    sync.Cond
+	drained sync.Cond // signalled when ready empties
 	ready   []*Client // waiting for a writer, from head on
 	head    int
 	stopped bool
@@ -48,6 +50,7 @@ const writerTake = 32
 
 func (p *writerPool) start(n int) {
 	p.wake.L = &p.mu
+	p.drained.L = &p.mu
 	p.n = n
 	for range n {
 		p.done.Add(1)
@@ -62,6 +65,22 @@ func (p *writerPool) stop() {
 	p.wake.Broadcast()
 	p.mu.Unlock()
 	p.done.Wait()
+}
+
+// waitDrained waits until every connection that was waiting for a pooled
+// writer has had its turn. The dispatcher calls it before each pass, so
+// that while the writers are behind, messages build up in the dispatcher's
+// backlog, where they cost one copy whatever the number of connections,
+// and each connection then gets them all in one batch, rather than in
+// connection queues that fill up while the writers wait for a CPU. The
+// wait never depends on one client: a connection whose socket is full has
+// a goroutine of its own and is not waiting here.
+func (p *writerPool) waitDrained() {
+	p.mu.Lock()
+	for p.head < len(p.ready) && !p.stopped {
+		p.drained.Wait()
+	}
+	p.mu.Unlock()
 }
 
 // push queues connections for a pooled writer.
@@ -81,6 +100,7 @@ func (p *writerPool) push(cs ...*Client) {
 
 func (p *writerPool) run() {
 	defer p.done.Done()
+	w := &pooledWriter{try: newTryWriter()}
 	var taken []*Client
 	for {
 		p.mu.Lock()
@@ -99,6 +119,7 @@ func (p *writerPool) run() {
 		switch {
 		case p.head == len(p.ready):
 			p.ready, p.head = p.ready[:0], 0
+			p.drained.Broadcast()
 		case p.head >= 1024 && p.head*2 >= len(p.ready):
 			k := copy(p.ready, p.ready[p.head:])
 			clear(p.ready[k:])
@@ -106,10 +127,17 @@ func (p *writerPool) run() {
 		}
 		p.mu.Unlock()
 		for _, c := range taken {
-			c.writePooled()
+			c.writePooled(w)
 		}
 		clear(taken)
 	}
+}
+
+// pooledWriter is a pooled writer goroutine's scratch, shared by the
+// connections it writes, so that an idle connection keeps none.
+type pooledWriter struct {
+	try      *tryWriter
+	vec, out net.Buffers
 }
 
 // startWriters starts the writers that enqueueFrames asked for: the pooled
@@ -142,7 +170,7 @@ func (c *Client) pooled() bool { return c.fc != nil && c.fc.canTry() }
 // writePooled is a pooled writer's turn at c: it writes the leading frames
 // of c's backlog as far as the socket takes them at once, and hands
 // whatever may block to a goroutine of c's own.
-func (c *Client) writePooled() {
+func (c *Client) writePooled(w *pooledWriter) {
 	c.mu.Lock()
 	switch {
 	case c.dead || len(c.resume) == 0 && c.cursor == nil && len(c.queue) == 0:
@@ -160,28 +188,32 @@ func (c *Client) writePooled() {
 
 	j := 0
 	for ; j < len(batch) && batch[j].isFrame(); j++ {
-		c.vec = append(c.vec, batch[j].b)
+		w.vec = append(w.vec, batch[j].b)
 	}
 	if j > 0 {
-		c.out = c.vec
-		state, err := c.fc.tryWriteFrames(&c.out)
+		w.out = w.vec
+		state, err := c.fc.tryWriteFrames(w.try, &w.out)
+		if state == tryFull {
+			// The rest goes to the connection's own goroutine; fc.mu
+			// stays held, as the frame cut in the middle must be
+			// finished before anything else is written.
+			c.vec = append(c.vec[:0], w.out...)
+			c.out = c.vec
+		}
+		clear(w.vec)
+		w.vec = w.vec[:0]
 		switch {
 		case err != nil:
-			c.clearVec()
 			c.r.stats.dropped.Add(uint64(countMessages(batch)))
 			c.stopWriting()
 			return
 		case state == tryFull:
-			// fc.mu stays held: the frame cut in the middle must be
-			// finished before anything else is written.
 			go c.writeLoop(batch, j)
 			return
 		case state == tryBusy:
-			c.clearVec()
 			go c.writeLoop(batch, 0)
 			return
 		}
-		c.clearVec()
 		c.r.stats.sent.Add(uint64(j))
 		c.r.stats.writes.Add(1)
 	}
