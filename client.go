@@ -114,11 +114,11 @@ func (c *Client) enqueue(b []byte, kind itemKind) {
 }
 
 // enqueueFrames queues a dispatch pass's frames for c, all or none, with
-// one lock round trip. When the connection needs a writer it reports true,
-// with the writer counted, and the caller starts it (see
-// Registry.startWriters) once the pass is done, with one wake-up for the
-// whole pass.
-func (c *Client) enqueueFrames(items []item) (start bool) {
+// one lock round trip, and reports the frames now queued. When the
+// connection needs a writer it reports true, with the writer counted, and
+// the caller starts it (see Registry.startWriters) once the pass is done,
+// with one wake-up for the whole pass.
+func (c *Client) enqueueFrames(items []item) (start bool, depth int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	bytes := 0
@@ -126,13 +126,13 @@ func (c *Client) enqueueFrames(items []item) (start bool) {
 		bytes += len(it.b)
 	}
 	if !c.fits(len(items), bytes) {
-		return false
+		return false, 0
 	}
 	c.queue = append(c.queue, items...)
 	c.queuedFrames += len(items)
 	c.queuedBytes += bytes
 	c.r.stats.queued.Add(uint64(countMessages(items)))
-	return c.needWriter()
+	return c.needWriter(), c.queuedFrames
 }
 
 // add queues one frame if it fits, and reports whether it did (c.mu held).

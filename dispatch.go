@@ -43,13 +43,14 @@ type dispatcher struct {
 	done    chan struct{} // closed when the dispatcher has exited
 	discard atomic.Bool   // Close: pending messages are not queued any more
 
-	// The dispatcher goroutine's own scratch.
-	spare []Message
-	ents  []entry
-	cands []*Client
-	items []item
-	start []*Client
-	pass  uint64
+	// The dispatcher goroutine's own.
+	behind bool // the last pass left a queue more than half full
+	spare  []Message
+	ents   []entry
+	cands  []*Client
+	items  []item
+	start  []*Client
+	pass   uint64
 }
 
 // entry is one frame of a pass: a message, or a notify.gap for the
@@ -112,7 +113,11 @@ func (r *Registry) dispatchLoop() {
 func (r *Registry) dispatchPending() {
 	d := &r.disp
 	for {
-		r.writers.waitDrained()
+		if d.behind {
+			// The last pass left a connection's queue more than half
+			// full: let the writers catch up first (see waitDrained).
+			r.writers.waitDrained()
+		}
 		d.mu.Lock()
 		if len(d.pending) == 0 {
 			d.mu.Unlock()
@@ -237,6 +242,7 @@ func (r *Registry) dispatch(msgs []Message) {
 
 	start := d.start[:0]
 	items := d.items[:0]
+	depth := 0 // the most frames a connection now has queued
 	if uniform {
 		// The common case: every message to every connection. They all
 		// get the same frames.
@@ -244,9 +250,11 @@ func (r *Registry) dispatch(msgs []Message) {
 			items = append(items, item{b: e.b, kind: itemMessage})
 		}
 		for c := range r.clients {
-			if c.enqueueFrames(items) {
+			ok, n := c.enqueueFrames(items)
+			if ok {
 				start = append(start, c)
 			}
+			depth = max(depth, n)
 		}
 	} else {
 		cands := d.cands[:0]
@@ -291,15 +299,21 @@ func (r *Registry) dispatch(msgs []Message) {
 					items = append(items, item{b: e.b, kind: itemMessage})
 				}
 			}
-			if len(items) > 0 && c.enqueueFrames(items) {
+			if len(items) == 0 {
+				continue
+			}
+			ok, n := c.enqueueFrames(items)
+			if ok {
 				start = append(start, c)
 			}
+			depth = max(depth, n)
 		}
 		clear(cands)
 		d.cands = cands[:0]
 	}
 	clear(items)
 	d.items = items[:0]
+	d.behind = depth > r.opts.QueueLength/2
 	r.startWriters(start)
 	clear(start)
 	d.start = start[:0]

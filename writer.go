@@ -68,13 +68,17 @@ func (p *writerPool) stop() {
 }
 
 // waitDrained waits until every connection that was waiting for a pooled
-// writer has had its turn. The dispatcher calls it before each pass, so
-// that while the writers are behind, messages build up in the dispatcher's
-// backlog, where they cost one copy whatever the number of connections,
-// and each connection then gets them all in one batch, rather than in
-// connection queues that fill up while the writers wait for a CPU. The
-// wait never depends on one client: a connection whose socket is full has
-// a goroutine of its own and is not waiting here.
+// writer has had its turn. The dispatcher calls it before a pass when the
+// last one left some connection's queue more than half full, so that while
+// the writers are behind (a burst published faster than they got a CPU),
+// messages build up in the dispatcher's backlog, where they cost one copy
+// whatever the number of connections, rather than in connection queues,
+// which would overflow and close healthy clients. Waiting before every
+// pass would put the dispatcher in lockstep with the writers and cut the
+// frames per write call in half at 10k connections (bench, saturated
+// fan-out: 5.2 → 9.5 µs of CPU per delivery). The wait never depends on
+// one client: a connection whose socket is full has a goroutine of its
+// own and is not waiting here.
 func (p *writerPool) waitDrained() {
 	p.mu.Lock()
 	for p.head < len(p.ready) && !p.stopped {
