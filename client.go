@@ -35,7 +35,7 @@ type Client struct {
 	cursor       *replayCursor
 	queuedFrames int   // frames in queue and resume, counted against QueueLength
 	queuedBytes  int   // their bytes, counted against QueueBytes
-	writing      bool  // a writer goroutine is running
+	writing      bool  // a writer (pooled or the connection's own) owns the connection
 	held         bool  // resume pending: queue live frames, but do not write yet
 	closing      bool  // no more messages are accepted
 	dead         bool  // nothing more is written
