@@ -35,7 +35,7 @@ type Client struct {
 	cursor       *replayCursor
 	queuedFrames int   // frames in queue and resume, counted against QueueLength
 	queuedBytes  int   // their bytes, counted against QueueBytes
-	writing      bool  // a writer goroutine is running
+	writing      bool  // a writer (pooled or the connection's own) owns the connection
 	held         bool  // resume pending: queue live frames, but do not write yet
 	closing      bool  // no more messages are accepted
 	dead         bool  // nothing more is written
@@ -43,6 +43,7 @@ type Client struct {
 	pingQueued   bool  // a ping waits in the queue or is in flight
 	err          error // why the library closed the connection; nil for going away
 
+	pass       uint64       // the dispatcher's: the last pass that listed c
 	vec, out   net.Buffers  // the writer's scratch for one writev
 	writeStart atomic.Int64 // UnixNano when the current write began, 0 when idle
 	nextPing   atomic.Int64 // UnixNano when the next ping is due
@@ -105,50 +106,74 @@ func (c *Client) matches(m *Message) bool {
 // enqueue queues one frame without blocking. A frame that does not fit
 // closes the connection as a slow consumer: it resumes from its last seq.
 func (c *Client) enqueue(b []byte, kind itemKind) {
-	if c.enqueueDeferred(b, kind) {
-		go c.writeLoop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.add(b, kind) {
+		c.startWriter()
 	}
 }
 
-// enqueueDeferred is enqueue for a fan-out loop: when the connection needs
-// a writer it reports true, with the writer counted, and the caller starts
-// c.writeLoop once the loop is done. Starting thousands of goroutines in the
-// middle of the loop would let them preempt it, and Broadcast would return
-// only after most of them had run.
-//
-// Every frame counts against QueueLength and QueueBytes, the library's own
-// replies included: a client that provokes replies and never reads is a
-// slow consumer like any other.
-func (c *Client) enqueueDeferred(b []byte, kind itemKind) (start bool) {
+// enqueueFrames queues a dispatch pass's frames for c, all or none, with
+// one lock round trip, and reports the frames now queued. When the
+// connection needs a writer it reports true, with the writer counted, and
+// the caller starts it (see Registry.startWriters) once the pass is done,
+// with one wake-up for the whole pass.
+func (c *Client) enqueueFrames(items []item) (start bool, depth int) {
 	c.mu.Lock()
-	if c.closing {
-		c.mu.Unlock()
-		return false
+	defer c.mu.Unlock()
+	bytes := 0
+	for _, it := range items {
+		bytes += len(it.b)
 	}
-	o := &c.r.opts
-	if c.queuedFrames >= o.QueueLength || c.queuedBytes+len(b) > o.QueueBytes {
-		queued, bytes := c.queuedFrames, c.queuedBytes
-		c.mu.Unlock()
-		c.r.stats.slow.Add(1)
-		c.r.warnThrottled(int(CloseSlowConsumer), "notify: closing slow consumer", "client", c.id, "frames", queued, "bytes", bytes)
-		c.fail(CloseSlowConsumer, "notify: slow consumer, resume from your last seq", ErrSlowConsumer)
+	if !c.fits(len(items), bytes) {
+		return false, 0
+	}
+	c.queue = append(c.queue, items...)
+	c.queuedFrames += len(items)
+	c.queuedBytes += bytes
+	c.r.stats.queued.Add(uint64(countMessages(items)))
+	return c.needWriter(), c.queuedFrames
+}
+
+// add queues one frame if it fits, and reports whether it did (c.mu held).
+func (c *Client) add(b []byte, kind itemKind) bool {
+	if !c.fits(1, len(b)) {
 		return false
 	}
 	c.queue = append(c.queue, item{b, kind})
 	c.queuedFrames++
 	c.queuedBytes += len(b)
-	start = c.needWriter()
-	c.mu.Unlock()
 	if kind == itemMessage {
 		c.r.stats.queued.Add(1)
 	}
-	return start
+	return true
 }
 
-// startWriter starts the writer goroutine unless one runs (c.mu held).
+// fits reports whether frames more frames of bytes fit the queue; if they
+// do not, it closes the connection as a slow consumer (c.mu held). A closing
+// connection takes nothing.
+//
+// Every frame counts against QueueLength and QueueBytes, the library's own
+// replies included: a client that provokes replies and never reads is a
+// slow consumer like any other.
+func (c *Client) fits(frames, bytes int) bool {
+	if c.closing {
+		return false
+	}
+	o := &c.r.opts
+	if c.queuedFrames+frames <= o.QueueLength && c.queuedBytes+bytes <= o.QueueBytes {
+		return true
+	}
+	c.r.stats.slow.Add(1)
+	c.r.warnThrottled(int(CloseSlowConsumer), "notify: closing slow consumer", "client", c.id, "frames", c.queuedFrames, "bytes", c.queuedBytes)
+	c.failLocked(CloseSlowConsumer, "notify: slow consumer, resume from your last seq", ErrSlowConsumer)
+	return false
+}
+
+// startWriter starts the writer unless one runs (c.mu held).
 func (c *Client) startWriter() {
 	if c.needWriter() {
-		go c.writeLoop()
+		c.schedule()
 	}
 }
 
@@ -163,126 +188,6 @@ func (c *Client) needWriter() bool {
 	}
 	c.writing = true
 	c.writers.Add(1)
-	return true
-}
-
-// writeLoop is the connection's only writer. It writes the resume (hello,
-// then the replay, fetched a chunk at a time so that it never holds more
-// than the queue's bounds), then the live queue, in batches, and exits when
-// there is nothing left, so an idle connection has no writer.
-func (c *Client) writeLoop() {
-	defer c.writers.Done()
-	var batch []item
-	for {
-		c.mu.Lock()
-		if batch != nil {
-			clear(batch)
-			if c.spare == nil {
-				c.spare = batch[:0] // the next burst reuses it instead of allocating
-			}
-			batch = nil
-		}
-		if !c.dead && len(c.resume) == 0 && c.cursor != nil {
-			cur := *c.cursor
-			room := c.replayRoom()
-			c.mu.Unlock()
-			chunk, next := c.r.replayChunk(c, cur, room)
-			c.mu.Lock()
-			if c.cursor != nil { // nil if the connection failed meanwhile
-				c.cursor = next
-				c.resume = chunk
-				for _, it := range chunk {
-					c.queuedFrames++
-					c.queuedBytes += len(it.b)
-				}
-				c.r.stats.queued.Add(uint64(countMessages(chunk)))
-			}
-			c.mu.Unlock()
-			continue
-		}
-		switch {
-		case c.dead:
-		case len(c.resume) > 0:
-			batch, c.resume = c.resume, nil
-		case c.cursor == nil && len(c.queue) > 0:
-			batch = c.queue
-			c.queue, c.spare = c.spare, nil
-		}
-		if batch == nil {
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-		for _, it := range batch {
-			if it.isFrame() {
-				c.queuedFrames--
-				c.queuedBytes -= len(it.b)
-			}
-		}
-		c.mu.Unlock()
-
-		if !c.writeBatch(batch) {
-			c.mu.Lock()
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-	}
-}
-
-// writeBatch writes a batch in order and reports whether to go on. On a
-// connection from the Handler, each run of frames goes out with one writev
-// system call (see frameConn); pings and closes go through coder/websocket.
-func (c *Client) writeBatch(batch []item) bool {
-	for i := 0; i < len(batch); {
-		if c.fc == nil || !batch[i].isFrame() {
-			if !c.write(batch[i]) {
-				c.r.stats.dropped.Add(uint64(countMessages(batch[i+1:])))
-				return false
-			}
-			i++
-			continue
-		}
-		j := i
-		for ; j < len(batch) && batch[j].isFrame(); j++ {
-			c.vec = append(c.vec, batch[j].b)
-		}
-		c.writeStart.Store(time.Now().UnixNano())
-		c.out = c.vec // writeFrames consumes c.out; c.vec keeps the backing array
-		err := c.fc.writeFrames(&c.out)
-		c.writeStart.Store(0)
-		clear(c.vec)
-		c.vec = c.vec[:0]
-		if err != nil {
-			c.r.stats.dropped.Add(uint64(countMessages(batch[i:])))
-			return false
-		}
-		c.r.stats.sent.Add(uint64(j - i))
-		c.r.stats.writes.Add(1)
-		i = j
-	}
-	return true
-}
-
-func (it item) isFrame() bool { return it.kind == itemMessage || it.kind == itemControl }
-
-// write performs one queued item and reports whether to go on.
-func (c *Client) write(it item) bool {
-	switch it.kind {
-	case itemPing:
-		return c.ping()
-	case itemClose:
-		c.conn.Close(websocket.StatusGoingAway, "notify: server shutting down")
-		return false
-	}
-	c.writeStart.Store(time.Now().UnixNano())
-	err := c.conn.Write(context.Background(), websocket.MessageText, framePayload(it.b))
-	c.writeStart.Store(0)
-	if err != nil {
-		return false // the connection is closed; the read loop reports why
-	}
-	c.r.stats.sent.Add(1)
-	c.r.stats.writes.Add(1) // coder/websocket flushes every message
 	return true
 }
 
@@ -331,21 +236,24 @@ var errHeartbeat = errors.New("notify: heartbeat timeout")
 // be full). fail never blocks its caller.
 func (c *Client) fail(code websocket.StatusCode, reason string, err error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failLocked(code, reason, err)
+}
+
+// failLocked is fail with c.mu held.
+func (c *Client) failLocked(code websocket.StatusCode, reason string, err error) {
 	if c.dead {
-		c.mu.Unlock()
 		return
 	}
 	c.closing, c.dead = true, true
 	c.err = fmt.Errorf("%w (%w)", err, websocket.CloseError{Code: code, Reason: reason})
-	dropped := c.dropQueued()
+	c.r.stats.dropped.Add(uint64(c.dropQueued()))
 	begin := !c.closeBegun
 	c.closeBegun = true
-	c.mu.Unlock()
-	c.r.stats.dropped.Add(uint64(dropped))
 	c.r.bg.Add(1)
 	go func() {
 		defer c.r.bg.Done()
-		c.r.unregister(c) // not under fail's caller's locks: deliver calls fail with r.mu held
+		c.r.unregister(c) // not under fail's caller's locks: the dispatcher calls fail with r.mu held
 		if !begin {
 			return
 		}
@@ -378,11 +286,12 @@ func (c *Client) dropQueued() int {
 
 // abort drops the connection at once, without a close handshake: for a
 // write stuck past WriteTimeout, where no close frame could get through.
-func (c *Client) abort(err error) {
+// It reports false if the connection was closing already.
+func (c *Client) abort(err error) bool {
 	c.mu.Lock()
 	if c.dead {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.closing, c.dead = true, true
 	c.err = err
@@ -390,6 +299,7 @@ func (c *Client) abort(err error) {
 	c.mu.Unlock()
 	c.r.stats.dropped.Add(uint64(dropped))
 	c.cancel()
+	return true
 }
 
 // goAway closes the connection with 1001 after writing what is queued (or

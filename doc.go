@@ -19,11 +19,14 @@
 //
 // # Delivery
 //
-// [Registry.Broadcast] encodes a message once and queues the same bytes for
-// every matching connection; it never waits on a client's network. Each
-// connection has a bounded queue ([Options.QueueLength], [Options.QueueBytes])
-// and at most one writer goroutine. A client that falls behind is closed
-// with [CloseSlowConsumer]; it reconnects and resumes.
+// [Registry.Broadcast] encodes a message once, publishes it (it gets its
+// seq and is kept in history) and returns; one dispatcher goroutine per
+// Registry then queues the same bytes for every matching connection, and a
+// few pooled writers send each connection's backlog with one system call.
+// Nothing waits on a client's network. Each connection has a bounded queue
+// ([Options.QueueLength], [Options.QueueBytes]) and at most one writer at a
+// time. A client that falls behind is closed with [CloseSlowConsumer]; it
+// reconnects and resumes.
 //
 // # Resume
 //

@@ -1181,8 +1181,15 @@ func TestShutdownManyClients(t *testing.T) {
 	for i := range msgs {
 		broadcast(t, s.reg, notify.SocketMessage{Type: "m", Data: i})
 	}
-	st := s.reg.Stats() // Sent counts the hellos too, so this understates the backlog
-	if backlog := st.Queued - st.Sent; backlog < clients*msgs {
+	// Broadcast returns once the message is published; wait until the
+	// dispatcher has queued them all. Sent counts the hellos too, so this
+	// understates the backlog.
+	var backlog uint64
+	if !waitFor(10*time.Second, func() bool {
+		st := s.reg.Stats()
+		backlog = st.Queued - st.Sent
+		return backlog >= clients*msgs
+	}) {
 		t.Fatalf("%d frames queued when Shutdown starts, want at least %d", backlog, clients*msgs)
 	}
 
@@ -1219,7 +1226,7 @@ func TestShutdownManyClients(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
-	st = s.reg.Stats()
+	st := s.reg.Stats()
 	t.Logf("Shutdown of %d clients with %d frames queued took %v; %d clients got all %d messages then 1001; %d frames dropped",
 		clients, clients*msgs, time.Since(start).Round(time.Millisecond), clients-failed, msgs, st.Dropped)
 	if st.Dropped != 0 || st.Connections != 0 {

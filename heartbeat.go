@@ -38,10 +38,13 @@ func (r *Registry) visit(now time.Time) {
 	for c := range r.clients {
 		switch {
 		case c.writeStart.Load() != 0 && n-c.writeStart.Load() > timeout:
+			// The write may still be stuck at the next visit: count it once.
+			if !c.abort(fmt.Errorf("%w: write took longer than %v (%w)", ErrSlowConsumer, r.opts.WriteTimeout,
+				websocket.CloseError{Code: CloseSlowConsumer, Reason: "notify: write timeout"})) {
+				break
+			}
 			r.stats.slow.Add(1)
 			r.warnThrottled(int(CloseSlowConsumer), "notify: write timeout", "client", c.id)
-			c.abort(fmt.Errorf("%w: write took longer than %v (%w)", ErrSlowConsumer, r.opts.WriteTimeout,
-				websocket.CloseError{Code: CloseSlowConsumer, Reason: "notify: write timeout"}))
 		case !c.ident.Expires.IsZero() && now.After(c.ident.Expires):
 			c.fail(websocket.StatusPolicyViolation, "notify: authorisation expired", errExpired)
 		case n >= c.nextPing.Load():

@@ -36,7 +36,7 @@ const hijackBufSize = 512
 // small buffers.
 type hijacker struct {
 	http.ResponseWriter
-	conn *frameConn // set by Hijack
+	conn *frameConn // filled in by Hijack
 }
 
 func (h *hijacker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
@@ -46,7 +46,9 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &frameConn{Conn: nc}
+	c := h.conn // made by the handler, so that hooks can refer to it before the hijack
+	c.Conn = nc
+	c.initTry()
 	if n := brw.Reader.Buffered(); n > 0 {
 		// Bytes the client sent right after its handshake: coder/websocket
 		// reads through the returned net.Conn, so that is where they go.
@@ -76,6 +78,8 @@ type frameConn struct {
 
 	mu        sync.Mutex // orders coder/websocket's writes and ours
 	closeSent bool       // coder/websocket wrote a close frame: no data may follow
+
+	try tryRaw // for tryWriteFrames, where the platform allows it
 }
 
 func (c *frameConn) Read(p []byte) (int, error) {
@@ -118,6 +122,72 @@ func (c *frameConn) writeFrames(frames *net.Buffers) error {
 		c.Conn.Close() // so coder/websocket's reader notices and the connection ends
 	}
 	return err
+}
+
+// tryResult is what tryWriteFrames did.
+type tryResult uint8
+
+const (
+	tryDone tryResult = iota // everything was written
+	tryFull                  // the socket is full: the rest waits, and c.mu stays held
+	tryBusy                  // another write holds the connection: nothing was written
+)
+
+// tryWriteFrames writes as much of *frames as the socket takes at once,
+// with writev calls that never wait, and consumes what it wrote. If the
+// socket fills up first it returns tryFull with c.mu still held: a frame may
+// have been cut in the middle, and nothing else may be written before its
+// rest, so the caller must pass what remains of *frames to finishFrames,
+// from any goroutine, which unlocks. If coder/websocket is writing (a pong,
+// a close frame, perhaps blocked on a full socket) it returns tryBusy at
+// once, having written nothing. Only connections for which canTry reports
+// true support it.
+func (c *frameConn) tryWriteFrames(t *tryWriter, frames *net.Buffers) (tryResult, error) {
+	if !c.mu.TryLock() {
+		return tryBusy, nil
+	}
+	if c.closeSent {
+		c.mu.Unlock()
+		return tryDone, net.ErrClosed
+	}
+	for len(*frames) > 0 {
+		n, err := c.tryWritev(t, *frames)
+		if err != nil {
+			c.Conn.Close() // so coder/websocket's reader notices and the connection ends
+			c.mu.Unlock()
+			return tryDone, err
+		}
+		if n == 0 {
+			return tryFull, nil
+		}
+		consume(frames, n)
+	}
+	c.mu.Unlock()
+	return tryDone, nil
+}
+
+// finishFrames writes the rest of a write that tryWriteFrames left with
+// tryFull, waiting as long as that takes, and unlocks c.mu.
+func (c *frameConn) finishFrames(frames *net.Buffers) error {
+	defer c.mu.Unlock()
+	_, err := frames.WriteTo(c.Conn)
+	if err != nil {
+		c.Conn.Close()
+	}
+	return err
+}
+
+// consume drops the first n bytes of *v.
+func consume(v *net.Buffers, n int) {
+	for len(*v) > 0 && n > 0 {
+		if n < len((*v)[0]) {
+			(*v)[0] = (*v)[0][n:]
+			return
+		}
+		n -= len((*v)[0])
+		(*v)[0] = nil
+		*v = (*v)[1:]
+	}
 }
 
 // wireFrame returns payload as a complete unmasked text frame, the form in

@@ -421,7 +421,7 @@ func TestShutdownFlushesToAPingingClient(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- s.reg.Shutdown(context.Background()) }()
 	if !waitFor(10*time.Second, func() bool { return s.reg.Stats().Sent >= n }) {
-		t.Fatal("the backlog was not written")
+		t.Fatalf("the backlog was not written: %+v", s.reg.Stats())
 	}
 	for range 200 {
 		if _, err := c.Write(clientFrame(bitFin|opPing, []byte("p"))); err != nil {

@@ -15,11 +15,18 @@ import (
 // by msg.User and msg.Client. The message is encoded once, given the next
 // seq by the broker and kept in its history for resuming clients.
 //
-// Broadcast returns once the message is queued for every matching
-// connection; it never waits on a client's network. It returns
-// [ErrInvalidMessage] for a message it cannot send, [ErrClosed] after Close
-// or Shutdown, and the broker's error if publishing failed (then no client
-// received the message).
+// Broadcast returns once the message is published: it has its seq, it is
+// retained in history (a client that resumes after Broadcast returned is
+// guaranteed to get it), and it will reach every matching connection, in
+// seq order. The fan-out to this Registry's connections runs off the
+// caller's goroutine, so the call costs microseconds whatever the number of
+// connections; it never waits on a client's network. A publisher faster
+// than the fan-out is slowed down (Broadcast waits for room in a bounded
+// backlog) rather than losing or reordering messages; [Registry.Shutdown]
+// still delivers every message whose Broadcast returned before it was
+// called. Broadcast returns [ErrInvalidMessage] for a message it cannot
+// send, [ErrClosed] after Close or Shutdown, and the broker's error if
+// publishing failed (then no client received the message).
 func (r *Registry) Broadcast(ctx context.Context, msg SocketMessage) error {
 	m, err := NewMessage(msg)
 	if err != nil {
@@ -198,6 +205,9 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 		fc.onPing = c.onPing // before the first read, on the goroutine that reads
 	}
 
+	if o.Resume && !o.FromNow && o.Since > r.last.Load() {
+		r.disp.catchUp() // see there; register below must see the seq since names
+	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()

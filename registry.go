@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,9 +20,11 @@ import (
 // [Registry.Close].
 //
 // A Registry is safe for concurrent use by multiple goroutines. Sending
-// never waits on a client's network: every connection has its own bounded
-// queue and at most one writer goroutine, which runs only while the queue
-// is not empty.
+// never waits on a client's network: one dispatcher goroutine fans
+// published messages out to every connection's bounded queue, and a few
+// writer goroutines (GOMAXPROCS) write each connection's backlog with one
+// system call; a connection whose socket is full gets a writer goroutine of
+// its own until it drains (see writer.go).
 type Registry struct {
 	opts      Options
 	broker    Broker
@@ -41,7 +44,7 @@ type Registry struct {
 
 	mu       sync.RWMutex // guards the fields below and Client.topics
 	closed   bool
-	last     atomic.Uint64 // seq of the last message delivered here; written under mu.RLock by the one delivering goroutine
+	last     atomic.Uint64 // seq of the last message queued to the connections; written under mu.RLock by the dispatcher
 	clients  map[*Client]struct{}
 	byID     map[string]*Client
 	byTopic  map[string]map[*Client]struct{}
@@ -52,8 +55,9 @@ type Registry struct {
 
 	bg sync.WaitGroup // short-lived goroutines closing connections
 
-	starting []*Client // deliver's scratch: connections whose writer it starts
-	recent   recentFrames
+	disp    dispatcher // broker deliveries → connections' queues
+	writers writerPool // connections' queues → sockets
+	recent  recentFrames
 
 	throttle logThrottle // see warnThrottled
 
@@ -86,6 +90,7 @@ func New(opts *Options) *Registry {
 	r.nodeID = hex.EncodeToString(id[:])
 	r.base, r.dropAll = context.WithCancel(context.Background())
 	r.epoch.Store(new(string))
+	r.disp.init()
 
 	pos, unsub, err := r.broker.Subscribe(r.base, r.deliver)
 	if err != nil {
@@ -100,6 +105,9 @@ func New(opts *Options) *Registry {
 	r.unsub = unsub
 	r.epoch.Store(&pos.Epoch)
 	r.last.Store(pos.Seq)
+	r.disp.seen = pos
+	r.writers.start(runtime.GOMAXPROCS(0))
+	go r.dispatchLoop()
 	go r.heartbeat()
 	return r
 }
@@ -111,8 +119,11 @@ func (r *Registry) Len() int {
 	return len(r.clients)
 }
 
-// Position returns the stream's epoch and the seq of the last message
-// delivered to this Registry's connections.
+// Position returns the stream's epoch and the seq of the last message the
+// broker delivered to this Registry: with the default broker, that of the
+// last Broadcast that returned. (It may not have reached the connections
+// yet, see [Registry.Broadcast]; a connection that resumes from Position
+// receives exactly what follows it all the same.)
 //
 // It is the REST-to-WebSocket handoff: read it before reading the state a
 // page is rendered from, put it in the response, and have the page connect
@@ -120,7 +131,7 @@ func (r *Registry) Len() int {
 // larger seq and is replayed; every change with a smaller one was saved
 // before the snapshot was read, so nothing falls between the two.
 func (r *Registry) Position() Position {
-	return Position{Epoch: *r.epoch.Load(), Seq: r.last.Load()}
+	return r.disp.position()
 }
 
 // The headers of the REST-to-WebSocket handoff, part of the protocol: a
@@ -198,7 +209,13 @@ func (r *Registry) stop(ctx context.Context, flush bool) error {
 	r.mu.Unlock()
 	defer close(r.shutdown)
 
+	// Deliveries end with unsub; then the dispatcher fans out what it
+	// still holds (every message whose Broadcast returned), so that it is
+	// queued ahead of the close.
 	r.unsub()
+	r.disp.discard.Store(!flush)
+	close(r.disp.stop)
+	<-r.disp.done
 	for _, c := range clients {
 		c.goAway(flush)
 	}
@@ -223,91 +240,13 @@ func (r *Registry) stop(ctx context.Context, flush bool) error {
 	close(r.stopBeat)
 	<-r.beatDone
 	r.bg.Wait()
+	r.writers.stop()
 	if closer, ok := r.broker.(interface{ Close() error }); ok && r.ownBroker {
 		if cerr := closer.Close(); err == nil {
 			err = cerr
 		}
 	}
 	return err
-}
-
-// deliver receives every message from the broker, in seq order, and queues
-// its frame for each matching connection. It never blocks on a client.
-//
-// It also watches the stream: a regular message of another epoch means the
-// broker lost its history, and a seq that skips ahead means messages this
-// node will never see (a broker fell behind its own retention). Either way
-// resumable connections are sent a notify.gap first, so they reload their
-// state instead of silently missing changes. Raw messages carry no seq and
-// change neither.
-//
-// A message no client may receive (see frame) is logged and skipped, after
-// that bookkeeping: its seq counts as seen, so skipping it is no gap.
-func (r *Registry) deliver(m Message) {
-	f, ferr := frame(&m)
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	var gap *gapInfo
-	if !m.Raw {
-		last := r.last.Load()
-		switch {
-		case m.Epoch != "" && m.Epoch != *r.epoch.Load():
-			r.opts.Logger.Warn("notify: broker history lost; new epoch", "epoch", m.Epoch)
-			r.epoch.Store(&m.Epoch)
-			gap = &gapInfo{Reason: "epoch", Epoch: m.Epoch, Seq: m.Seq - 1}
-		case m.Seq > last+1:
-			r.opts.Logger.Warn("notify: broker skipped messages", "after", last, "next", m.Seq)
-			gap = &gapInfo{Reason: "expired", Since: last, Epoch: *r.epoch.Load(), Seq: m.Seq - 1}
-		}
-		r.last.Store(m.Seq)
-		r.recent.put(*r.epoch.Load(), m.Seq, f)
-	}
-	if r.closed {
-		return
-	}
-	if gap != nil {
-		g := controlFrame(TypeGap, gap)
-		for c := range r.clients {
-			if c.resumable {
-				c.enqueue(g, itemControl)
-			}
-		}
-	}
-	if ferr != nil {
-		r.opts.Logger.Error("notify: skipping a message from the broker", "seq", m.Seq, "raw", m.Raw, "err", ferr)
-		return
-	}
-	start := r.starting[:0] // only the delivering goroutine uses it
-	add := func(c *Client) {
-		if c.enqueueDeferred(f, itemMessage) {
-			start = append(start, c)
-		}
-	}
-	switch {
-	case m.Client != "":
-		if c := r.byID[m.Client]; c != nil && c.matches(&m) {
-			add(c)
-		}
-	case m.User != "":
-		for c := range r.byUser[m.User] {
-			if c.matches(&m) {
-				add(c)
-			}
-		}
-	case m.Topic != "":
-		for c := range r.byTopic[m.Topic] {
-			add(c)
-		}
-	default:
-		for c := range r.clients {
-			add(c)
-		}
-	}
-	for _, c := range start {
-		go c.writeLoop()
-	}
-	clear(start)
-	r.starting = start[:0]
 }
 
 // newID returns a connection ID unique across nodes sharing a broker.

@@ -20,7 +20,7 @@ import (
 // serveEnv, when set, makes this binary a server process (see server.go).
 const serveEnv = "BENCH_SERVE"
 
-var allContenders = []string{"notify", "melody", "centrifuge", "gorilla", "naive", "raw", "raw2"}
+var allContenders = []string{"notify", "melody", "centrifuge", "gorilla", "naive", "raw", "raw2", "rawq"}
 
 // stallContenders excludes the raw baseline: it has no defence against a
 // stalled client by design.
@@ -48,6 +48,8 @@ func fullConfig() config {
 		stallConns: 400, stallEvery: 100, stallRate: 100, stallDur: 6 * time.Second, stallPad: 900,
 		stallWatch: 12 * time.Second,
 		drain:      10 * time.Second,
+		publishers: 8, burstRate: 1,
+		rateConns: 10, rateWindow: 128, // below every peer's queue (256 for notify, melody and the gorilla hub)
 	}
 }
 
@@ -60,6 +62,7 @@ func quickConfig() config {
 	c.settle = 100 * time.Millisecond
 	c.stallConns, c.stallDur, c.stallWatch = 200, 400*time.Millisecond, 0
 	c.drain = 3 * time.Second
+	c.burstRate = 5
 	return c
 }
 
@@ -68,7 +71,8 @@ func benchMain(args []string) int {
 	quick := fs.Bool("quick", false, "smoke test: small counts, one run, well under a minute")
 	runs := fs.Int("runs", 0, "repetitions of every measurement (default 3, 1 with -quick)")
 	only := fs.String("contenders", strings.Join(allContenders, ","), "contenders to run")
-	parts := fs.String("scenarios", "small,large,stall", "process kinds to run: small (fan-out and latency at 1k), large (idle memory, latency, Broadcast call time and fan-out at 10k), stall")
+	parts := fs.String("scenarios", "small,large,rate,stall", "process kinds to run: small (fan-out and latency at 1k), large (idle memory, latency, Broadcast call time with 1 and 8 publishers, and fan-out at 10k), rate (one publisher, few connections, as many small messages as they take), stall")
+	large := fs.Int("large", 0, "connections of the large kind (default 10000; at most what the open-files limit allows, about 19000 here)")
 	window := fs.Int("window", 0, "broadcasts in flight in the saturated fan-out (default 4)")
 	mdFile := fs.String("md", "", "write the result tables (Markdown) to this file")
 	svgFile := fs.String("svg", "", "write the chart (SVG) to this file")
@@ -88,6 +92,10 @@ func benchMain(args []string) int {
 	if *window > 0 {
 		cfg.window = *window
 	}
+	if *large > 0 {
+		cfg.large = *large
+	}
+	raiseFileLimit()
 	cfg.contenders = strings.Split(*only, ",")
 	for _, c := range cfg.contenders {
 		if _, ok := peers[c]; !ok {
@@ -152,12 +160,16 @@ func runKind(cfg *config, kind, c string, run int) []result {
 	case "small":
 		return runProcess(cfg, c, run, cfg.small, 0,
 			latency("latency-"+count(cfg.small), false, cfg.smallRate, cfg.smallDur, 0),
-			fanout("fanout-"+count(cfg.small)))
+			fanout("fanout-"+count(cfg.small), 0))
 	case "large":
 		return runProcess(cfg, c, run, cfg.large, 0,
 			idle("idle-"+count(cfg.large)),
 			latency("latency-"+count(cfg.large), true, cfg.largeRate, cfg.largeDur, 0),
-			fanout("fanout-"+count(cfg.large)))
+			burstCalls("calls-"+count(cfg.large), cfg.largeDur),
+			fanout("fanout-"+count(cfg.large), 0))
+	case "rate":
+		return runProcess(cfg, c, run, cfg.rateConns, 0,
+			fanout("rate-"+count(cfg.rateConns), cfg.rateWindow))
 	case "stall":
 		if !slices.Contains(stallContenders, c) {
 			return nil
@@ -195,6 +207,25 @@ func writeOutputs(mdFile, md, svgFile, svg, jsonFile string, results []result) e
 		return os.WriteFile(jsonFile, b, 0o644)
 	}
 	return nil
+}
+
+// raiseFileLimit raises this process's soft limit on open files to the
+// hard one (server processes inherit it) and says what it used: 10,000
+// connections cost 10,000 descriptors on each side.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: open-files limit:", err)
+		return
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: raising the open-files limit:", err)
+		}
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+	fmt.Fprintf(os.Stderr, "bench: open-files limit %d (hard %d)\n", l.Cur, l.Max)
 }
 
 // selfCPU is the load generator's own CPU time, in seconds.

@@ -113,6 +113,13 @@ func (p *serverProc) broadcast(i, t int64, pad int) error {
 	return p.send(fmt.Sprintf("b %d %d %d", i, t, pad))
 }
 
+// burst has the server broadcast messages i … i+k-1 from k publishers at once.
+func (p *serverProc) burst(i, t int64, k int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.send(fmt.Sprintf("B %d %d %d", i, t, k))
+}
+
 func (p *serverProc) stats(gc bool) (serverStats, error) {
 	cmd := "s"
 	if gc {

@@ -30,6 +30,11 @@ type config struct {
 	stallPad               int           // bytes of padding per stall-scenario message
 	stallWatch             time.Duration // how long after the stream's start evictions are awaited
 
+	publishers int     // concurrent publishers of a burst in the calls step
+	burstRate  float64 // bursts per second
+	rateConns  int     // connections in the high-rate scenario
+	rateWindow int     // broadcasts in flight there
+
 	drain      time.Duration // longest wait for deliveries after a stream
 	profile    []string      // contenders whose server is CPU-profiled
 	profileDir string
@@ -153,11 +158,14 @@ func (e *env) waitDrain() {
 }
 
 // fanout saturates the server: a new broadcast as soon as the one window
-// broadcasts back has reached every connection.
-func fanout(scn string) step {
+// broadcasts back has reached every connection (window 0: cfg.window).
+func fanout(scn string, window int) step {
 	return func(e *env) result {
 		r := result{Scenario: scn, V: map[string]float64{}}
 		cfg := e.cfg
+		if window <= 0 {
+			window = cfg.window
+		}
 		tr := newTracker(e.n)
 		e.lg.track.Store(tr)
 		defer e.lg.track.Store(nil)
@@ -214,8 +222,8 @@ func fanout(scn string) step {
 				profileErr = errors.Join(stopProfile(), e.heapProfile(scn))
 				break
 			}
-			if k-first >= int64(cfg.window) {
-				if err = wait(k - int64(cfg.window)); err != nil {
+			if k-first >= int64(window) {
+				if err = wait(k - int64(window)); err != nil {
 					break
 				}
 			}
@@ -227,7 +235,7 @@ func fanout(scn string) step {
 			k++
 		}
 		e.issued = k
-		for j := max(first, k-int64(cfg.window)); err == nil && j < k; j++ {
+		for j := max(first, k-int64(window)); err == nil && j < k; j++ {
 			err = wait(j)
 		}
 		if err = errors.Join(err, profileErr); err != nil {
@@ -322,6 +330,54 @@ func latency(scn string, calls bool, rate float64, dur time.Duration, pad int) s
 				r.V["call_p50_us"], r.V["call_p99_us"], r.V["call_max_us"] = q(0.5), q(0.99), us(calls[len(calls)-1])
 			}
 		}
+		return r
+	}
+}
+
+// burstCalls has the server broadcast bursts of cfg.publishers messages,
+// each from a publisher goroutine of its own, started together, at
+// cfg.burstRate bursts per second for dur, and reports how long each call
+// blocked its publisher, and what healthy connections did not receive.
+func burstCalls(scn string, dur time.Duration) step {
+	return func(e *env) result {
+		r := result{Scenario: scn, V: map[string]float64{}}
+		k := e.cfg.publishers
+		bursts := max(1, int64(e.cfg.burstRate*dur.Seconds()))
+		got0, missing0, _, _ := e.received()
+		if err := e.srv.resetCalls(); err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		e.lg.unordered.Store(true)
+		defer e.lg.unordered.Store(false)
+		period := time.Duration(float64(time.Second) / e.cfg.burstRate)
+		start := time.Now().Add(10 * time.Millisecond)
+		for j := range bursts {
+			at := start.Add(time.Duration(j) * period)
+			time.Sleep(time.Until(at))
+			if err := e.srv.burst(e.issued, at.UnixNano(), k); err != nil {
+				r.Err = err.Error()
+				return r
+			}
+			e.issued += int64(k)
+		}
+		e.waitDrain()
+		got1, _, _, _ := e.received()
+		e.check(&r, missing0)
+		r.V["lost"] = float64(int64(e.n)*bursts*int64(k) - (got1 - got0))
+		calls, err := e.srv.calls()
+		if err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		slices.Sort(calls)
+		if len(calls) == 0 {
+			r.Err = "no calls recorded"
+			return r
+		}
+		q := func(p float64) float64 { return us(calls[min(len(calls)-1, int(p*float64(len(calls))))]) }
+		r.V["call_p50_us"], r.V["call_p99_us"], r.V["call_max_us"] = q(0.5), q(0.99), us(calls[len(calls)-1])
+		r.V["calls"] = float64(len(calls))
 		return r
 	}
 }

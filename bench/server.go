@@ -23,6 +23,7 @@ import (
 // one-line commands on stdin:
 //
 //	b I T PAD   broadcast message I, sent at T (UnixNano), padded by PAD bytes
+//	B I T K     broadcast messages I … I+K-1 at once, each from a publisher goroutine of its own
 //	s           reply with a stats line (JSON)
 //	g           collect garbage, return memory to the OS, then as s
 //	c           reply with the durations of the broadcast calls since the last r (JSON, ns)
@@ -94,6 +95,8 @@ func newServer(name string) (benchServer, error) {
 		return newRawServer(1), nil
 	case "raw2":
 		return newRawServer(2), nil
+	case "rawq":
+		return newRawqServer(2), nil
 	}
 	return nil, fmt.Errorf("bench: unknown contender %q", name)
 }
@@ -156,6 +159,33 @@ func (p *serverProcess) app() {
 	}
 }
 
+// burst broadcasts k messages from k publisher goroutines started
+// together, and times each call.
+func (p *serverProcess) burst(i, t int64, k int) {
+	var ready, wg sync.WaitGroup
+	start := make(chan struct{})
+	for j := range int64(k) {
+		ready.Add(1)
+		wg.Go(func() {
+			ready.Done()
+			<-start
+			m := benchMsg{I: i + j, T: t}
+			t0 := time.Now()
+			p.srv.broadcast(&m)
+			d := time.Since(t0)
+			p.mu.Lock()
+			if len(p.calls) < 1<<20 {
+				p.calls = append(p.calls, int64(d))
+			}
+			p.done++
+			p.mu.Unlock()
+		})
+	}
+	ready.Wait()
+	close(start)
+	go wg.Wait() // the reader answers commands meanwhile; calls are read later
+}
+
 func (p *serverProcess) control(in *bufio.Scanner, out *bufio.Writer) error {
 	var pad string
 	for in.Scan() {
@@ -175,6 +205,15 @@ func (p *serverProcess) control(in *bufio.Scanner, out *bufio.Writer) error {
 				pad = strings.Repeat("x", n)
 			}
 			p.queue <- benchMsg{I: i, T: t, Pad: pad}
+			continue
+		case "B":
+			if len(f) != 4 {
+				return fmt.Errorf("bench server: bad command %q", in.Text())
+			}
+			i, _ := strconv.ParseInt(f[1], 10, 64)
+			t, _ := strconv.ParseInt(f[2], 10, 64)
+			k, _ := strconv.Atoi(f[3])
+			p.burst(i, t, k)
 			continue
 		case "s", "g":
 			if f[0] == "g" {

@@ -36,25 +36,10 @@ func (s *rawServer) serve(ln net.Listener) error {
 
 func (s *rawServer) handle(c net.Conn) {
 	defer c.Close()
+	if !rawUpgrade(c) {
+		return
+	}
 	var buf [1024]byte
-	n := 0
-	for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
-		if n == len(buf) {
-			return
-		}
-		m, err := c.Read(buf[n:])
-		if err != nil {
-			return
-		}
-		n += m
-	}
-	key := headerValue(buf[:n], "Sec-WebSocket-Key")
-	if key == nil {
-		return
-	}
-	if _, err := c.Write(acceptResponse(key)); err != nil {
-		return
-	}
 	s.mu.Lock()
 	s.list = append(s.list, c)
 	s.n.Store(int64(len(s.list)))
@@ -70,6 +55,28 @@ func (s *rawServer) handle(c net.Conn) {
 	}
 	s.n.Store(int64(len(s.list)))
 	s.mu.Unlock()
+}
+
+// rawUpgrade reads an upgrade request and answers it by hand.
+func rawUpgrade(c net.Conn) bool {
+	var buf [1024]byte
+	n := 0
+	for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
+		if n == len(buf) {
+			return false
+		}
+		m, err := c.Read(buf[n:])
+		if err != nil {
+			return false
+		}
+		n += m
+	}
+	key := headerValue(buf[:n], "Sec-WebSocket-Key")
+	if key == nil {
+		return false
+	}
+	_, err := c.Write(acceptResponse(key))
+	return err == nil
 }
 
 // headerValue finds a header in a raw HTTP request (names are matched
@@ -97,15 +104,7 @@ func acceptResponse(key []byte) []byte {
 }
 
 func (s *rawServer) broadcast(m *benchMsg) {
-	payload := m.encode()
-	frame := make([]byte, 0, len(payload)+4)
-	if len(payload) < 126 {
-		frame = append(frame, 0x81, byte(len(payload)))
-	} else {
-		frame = append(frame, 0x81, 126, byte(len(payload)>>8), byte(len(payload)))
-	}
-	frame = append(frame, payload...)
-
+	frame := rawFrame(m.encode())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.workers == 1 {
@@ -118,6 +117,17 @@ func (s *rawServer) broadcast(m *benchMsg) {
 		wg.Go(func() { writeAll(part, frame) })
 	}
 	wg.Wait()
+}
+
+// rawFrame returns payload as an unmasked text frame.
+func rawFrame(payload []byte) []byte {
+	frame := make([]byte, 0, len(payload)+4)
+	if len(payload) < 126 {
+		frame = append(frame, 0x81, byte(len(payload)))
+	} else {
+		frame = append(frame, 0x81, 126, byte(len(payload)>>8), byte(len(payload)))
+	}
+	return append(frame, payload...)
 }
 
 func writeAll(conns []net.Conn, frame []byte) {
