@@ -10,17 +10,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/wsnotify/notify"
 	"github.com/wsnotify/notify/examples/customers/app"
@@ -36,58 +33,15 @@ func main() {
 	}
 }
 
-// Limits for a server open to the Internet; copy them with the rest. The
-// demo has no login, so the per-user limit applies per remote address.
-const (
-	maxConnections        = 10_000
-	maxConnectionsPerAddr = 50
-)
-
 // run serves the demo on addr until ctx ends, then shuts down.
 func run(ctx context.Context, addr string, out io.Writer) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	reg := notify.New(&notify.Options{
-		MaxConnections:        maxConnections,
-		MaxConnectionsPerUser: maxConnectionsPerAddr,
-	})
-	srv := &http.Server{
-		Handler: app.New(reg, app.NewMemoryStore()),
-		// Timeouts against clients that open connections and then trickle
-		// or stall: the headers, a whole request, a whole response, and an
-		// idle keep-alive connection each get a bound. WebSocket connections
-		// are not cut by them: net/http clears a connection's deadlines when
-		// it is hijacked, and notify has its own (WriteTimeout, heartbeats).
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-	}
+	reg := notify.New(app.Limits(notify.Options{}))
 	fmt.Fprintf(out, "customers demo on http://%s/\n", displayAddr(addr, ln.Addr()))
-
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		reg.Close()
-		return err
-	case <-ctx.Done():
-	}
-
-	// http.Server.Shutdown does not wait for hijacked connections, so the
-	// Registry flushes and closes its own, under the same deadline.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	regDone := make(chan error, 1)
-	go func() { regDone <- reg.Shutdown(ctx) }()
-	err = srv.Shutdown(ctx)
-	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
-	}
-	return errors.Join(err, <-regDone)
+	return app.Serve(ctx, ln, reg, app.New(reg, app.NewMemoryStore()))
 }
 
 // displayAddr is the address to print: the host as given (localhost by

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/wsnotify/notify/examples/customers/app"
 	"go.uber.org/goleak"
 )
 
@@ -73,7 +74,7 @@ func startRun(t *testing.T, addr string) (base string, stop func(), done <-chan 
 }
 
 // TestRunLimitsConnections: the demo is safe to copy, so one address
-// cannot hold more than maxConnectionsPerAddr connections, and it prints
+// cannot hold more than app.MaxConnectionsPerAddr connections, and it prints
 // the address as given.
 func TestRunLimitsConnections(t *testing.T) {
 	base, stop, done := startRun(t, "localhost:0")
@@ -89,7 +90,7 @@ func TestRunLimitsConnections(t *testing.T) {
 			c.CloseNow()
 		}
 	}()
-	for i := range maxConnectionsPerAddr {
+	for i := range app.MaxConnectionsPerAddr {
 		c, _, err := websocket.Dial(ctx, ws+"?since=now", nil)
 		if err != nil {
 			t.Fatalf("connection %d: %v", i+1, err)
@@ -101,7 +102,7 @@ func TestRunLimitsConnections(t *testing.T) {
 	}
 	_, resp, err := websocket.Dial(ctx, ws, nil)
 	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
-		t.Errorf("connection %d from one address: %v, %v; want 429", maxConnectionsPerAddr+1, err, resp)
+		t.Errorf("connection %d from one address: %v, %v; want 429", app.MaxConnectionsPerAddr+1, err, resp)
 	}
 	for _, c := range conns {
 		c.Close(websocket.StatusNormalClosure, "")

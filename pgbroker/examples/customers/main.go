@@ -12,17 +12,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/wsnotify/notify"
@@ -57,39 +54,13 @@ func run(ctx context.Context, addr, db string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reg := notify.New(&notify.Options{Broker: b, MaxConnections: 10_000, MaxConnectionsPerUser: 50})
+	reg := notify.New(app.Limits(notify.Options{Broker: b}))
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		reg.Close()
 		return err
 	}
-	srv := &http.Server{
-		Handler:           app.New(reg, store),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-	}
 	fmt.Fprintf(out, "customers demo on PostgreSQL, http://%s/\n", ln.Addr())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		reg.Close()
-		return err
-	case <-ctx.Done():
-	}
-	// As in examples/customers: the Registry closes its own (hijacked)
-	// connections, under the same deadline as the HTTP server.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	regDone := make(chan error, 1)
-	go func() { regDone <- reg.Shutdown(ctx) }()
-	err = srv.Shutdown(ctx)
-	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
-	}
-	return errors.Join(err, <-regDone)
+	return app.Serve(ctx, ln, reg, app.New(reg, store))
 }
