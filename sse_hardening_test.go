@@ -414,3 +414,24 @@ func TestStreamNeedsFlush(t *testing.T) {
 		t.Errorf("status %d, Len %d; want 500 and no connection", resp.StatusCode, reg.Len())
 	}
 }
+
+// TestStreamClientGoesAway: a client that closes its stream (EventSource
+// has no close handshake) leaves the Registry, with no error reported, on
+// both protocols; the next broadcast does not count it.
+func TestStreamClientGoesAway(t *testing.T) {
+	t.Parallel()
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			s := p.new(t, nil)
+			sc, _ := streamReady(t, s, "")
+			sc.close()
+			if err := s.waitGone(t, 1)[0]; err != nil {
+				t.Errorf("OnDisconnect got %v, want nil", err)
+			}
+			if st := s.reg.Stats(); st.Connections != 0 || st.SSEConnections != 0 {
+				t.Errorf("Stats %+v after the client left", st)
+			}
+		})
+	}
+}

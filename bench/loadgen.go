@@ -480,6 +480,12 @@ func (w *worker) read(c *wsConn, now time.Time) {
 		return
 	}
 	c.w += n
+	w.process(c, now)
+}
+
+// process handles the bytes read into c.buf: whole frames, or a stream's
+// chunks and events.
+func (w *worker) process(c *wsConn, now time.Time) {
 	if w.lg.peer.sse {
 		if !w.stream(c, now) {
 			w.drop(c)
