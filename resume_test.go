@@ -129,7 +129,8 @@ func TestResumeRacesBroadcasts(t *testing.T) {
 
 // transport connects a test client over one of the two transports.
 type transport struct {
-	name string
+	name   string
+	server func(testing.TB, *notify.Options) *server
 	// connect opens a connection with query, reads its hello, and returns
 	// a function reading the next message and one dropping the connection
 	// (politely when polite, as far as the transport has a way).
@@ -137,7 +138,7 @@ type transport struct {
 }
 
 var transports = []transport{
-	{"WebSocket", func(t testing.TB, s *server, query string) (func() wire, func(bool)) {
+	{"WebSocket", newServer, func(t testing.TB, s *server, query string) (func() wire, func(bool)) {
 		c := dial(t, s.ws+"?"+query)
 		if m := read(t, c); m.Type != notify.TypeHello {
 			t.Fatalf("got %+v, want hello", m)
@@ -150,20 +151,23 @@ var transports = []transport{
 			}
 		}
 	}},
-	{"SSE", func(t testing.TB, s *server, query string) (func() wire, func(bool)) {
-		sc := stream(t, s.srv.Client(), s.srv.URL+"?"+query, nil)
-		sc.hello()
-		return sc.msg, func(bool) { sc.close() }
-	}},
+	{"SSE", newServer, connectStream},
+	{"SSE over HTTP/2", newServerH2, connectStream},
+}
+
+func connectStream(t testing.TB, s *server, query string) (func() wire, func(bool)) {
+	sc := stream(t, s.srv.Client(), s.srv.URL+"?"+query, nil)
+	sc.hello()
+	return sc.msg, func(bool) { sc.close() }
 }
 
 func testResumeRacesBroadcasts(t *testing.T, tr transport) {
 	const rounds, history = 100, 100_000
-	s := newServer(t, &notify.Options{
+	s := tr.server(t, &notify.Options{
 		QueueLength: history, QueueBytes: 64 << 20,
 		Broker: notify.NewMemoryBroker(&notify.MemoryBrokerOptions{HistoryLength: history}),
 	})
-	_, pos := dialReady(t, s, "")
+	pos := s.reg.Position()
 	stop, done := make(chan struct{}), make(chan int)
 	go func() {
 		sent := 0
