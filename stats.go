@@ -19,7 +19,7 @@ type Stats struct {
 	SlowConsumers     uint64 // connections closed with CloseSlowConsumer
 	HeartbeatTimeouts uint64 // connections closed with CloseHeartbeatTimeout
 	ReadErrors        uint64 // connections that ended with a protocol or read error
-	Rejected          uint64 // upgrade requests refused before the upgrade
+	Rejected          uint64 // requests refused before the upgrade or the stream began
 }
 
 type counters struct {
