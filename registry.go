@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// Registry is the set of live WebSocket connections of one process and the
-// sending side that reaches them. Create it with [New], serve connections
+// Registry is the set of live connections of one process, WebSocket and
+// Server-Sent Events alike, and the sending side that reaches them. Create it with [New], serve connections
 // with [Registry.Handler] or [Registry.Add], send with [Registry.Broadcast]
 // and [Registry.NotifyText], and stop it with [Registry.Shutdown] or
 // [Registry.Close].
@@ -46,6 +46,7 @@ type Registry struct {
 	closed   bool
 	last     atomic.Uint64 // seq of the last message queued to the connections; written under mu.RLock by the dispatcher
 	clients  map[*Client]struct{}
+	streams  int // of clients, those served over Server-Sent Events
 	byID     map[string]*Client
 	byTopic  map[string]map[*Client]struct{}
 	byUser   map[string]map[*Client]struct{}

@@ -33,10 +33,21 @@ type replayCursor struct {
 func (c *Client) startResume(o ConnOptions, last uint64) {
 	epoch := *c.r.epoch.Load()
 	pos := Position{Epoch: epoch, Seq: last}
-	items := []item{{b: controlFrame(TypeHello, pos), kind: itemControl}}
+	// A stream's hello carries, as its id, the position the client has
+	// everything up to once it has read the hello: its own since if it
+	// resumes (a gap or a replay follows), so that an EventSource dropped
+	// right after the hello asks for the same again.
+	at := pos
+	if !o.FromNow {
+		at.Seq = o.Since
+		if o.Epoch != "" {
+			at.Epoch = o.Epoch
+		}
+	}
+	items := []item{{b: c.control(TypeHello, pos, &at), kind: itemControl}}
 	var cur *replayCursor
 	gap := func(reason string) {
-		items = append(items, item{b: controlFrame(TypeGap, gapInfo{reason, o.Since, epoch, last}), kind: itemControl})
+		items = append(items, item{b: c.control(TypeGap, gapInfo{reason, o.Since, epoch, last}, &pos), kind: itemControl})
 	}
 	switch {
 	case o.FromNow || o.Since == last && (o.Epoch == "" || o.Epoch == epoch):
@@ -88,7 +99,7 @@ func (r *Registry) replayChunk(c *Client, cur replayCursor, room int) ([]item, *
 	msgs, err := r.broker.History(ctx, cur.after, upto)
 	gap := func(reason string) ([]item, *replayCursor) {
 		g := gapInfo{Reason: reason, Since: cur.since, Epoch: *r.epoch.Load(), Seq: cur.upto}
-		return []item{{b: controlFrame(TypeGap, g), kind: itemControl}}, nil
+		return []item{{b: c.control(TypeGap, g, &Position{Epoch: g.Epoch, Seq: g.Seq}), kind: itemControl}}, nil
 	}
 	switch {
 	case errors.Is(err, ErrHistoryGap):
@@ -103,7 +114,7 @@ func (r *Registry) replayChunk(c *Client, cur replayCursor, room int) ([]item, *
 		}
 	}
 	frames := make([][]byte, len(msgs))
-	r.recent.fill(cur.epoch, msgs, frames)
+	r.recent.fill(cur.epoch, msgs, frames, c.sse != nil)
 	var items []item
 	bytes := 0
 	for i := range msgs {
@@ -184,12 +195,15 @@ func (r *Registry) checkTopic(ctx context.Context, id Identity, topic string) er
 // built instead of each building its own. The broker's History stays the
 // authority on what is retained; this only saves the copies. It holds at
 // most recentLength frames and recentBytes, of consecutive seqs of one
-// epoch.
+// epoch. events holds their Server-Sent Events, where the dispatcher built
+// them: it is empty until it built one (so that a Registry without streams
+// pays nothing for it), then as long as frames.
 type recentFrames struct {
 	mu     sync.Mutex
 	epoch  string
 	first  uint64 // seq of frames[0]
 	frames [][]byte
+	events [][]byte
 	bytes  int
 }
 
@@ -198,41 +212,70 @@ const (
 	recentBytes  = 8 << 20
 )
 
-// put appends the frame of a delivered message.
-func (f *recentFrames) put(epoch string, seq uint64, frame []byte) {
+// put appends the frame (and event, if built) of a delivered message.
+func (f *recentFrames) put(epoch string, seq uint64, frame, ev []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if epoch != f.epoch || len(f.frames) > 0 && seq != f.first+uint64(len(f.frames)) {
 		clear(f.frames)
-		f.frames, f.bytes, f.epoch = f.frames[:0], 0, epoch
+		clear(f.events)
+		f.frames, f.events, f.bytes, f.epoch = f.frames[:0], f.events[:0], 0, epoch
 	}
 	if len(f.frames) == 0 {
 		f.first = seq
 	}
+	if ev != nil && len(f.events) == 0 {
+		f.events = append(f.events, make([][]byte, len(f.frames))...)
+	}
 	f.frames = append(f.frames, frame)
-	f.bytes += len(frame)
+	if len(f.events) > 0 {
+		f.events = append(f.events, ev)
+	}
+	f.bytes += len(frame) + len(ev)
 	for len(f.frames) > 1 && (len(f.frames) > recentLength || f.bytes > recentBytes) {
 		f.bytes -= len(f.frames[0])
 		f.frames[0] = nil
 		f.frames = f.frames[1:] // append reallocates, and so compacts, once capacity runs out
+		if len(f.events) > 0 {
+			f.bytes -= len(f.events[0])
+			f.events[0] = nil
+			f.events = f.events[1:]
+		}
 		f.first++
 	}
 }
 
-// fill sets frames[i] to the frame of msgs[i], shared when it is held and
-// built otherwise; it stays nil for a message no client may receive (see
-// frame).
-func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte) {
+// fill sets frames[i] to the frame of msgs[i], or its Server-Sent Event if
+// events, shared when it is held and built otherwise; it stays nil for a
+// message no client may receive (see frame).
+func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte, events bool) {
 	f.mu.Lock()
+	held := f.frames
+	if events {
+		held = f.events
+	}
 	for i := range msgs {
-		if s := msgs[i].Seq; epoch == f.epoch && s >= f.first && s-f.first < uint64(len(f.frames)) {
-			frames[i] = f.frames[s-f.first]
+		if s := msgs[i].Seq; epoch == f.epoch && s >= f.first && s-f.first < uint64(len(held)) {
+			frames[i] = held[s-f.first]
 		}
 	}
 	f.mu.Unlock()
 	for i := range msgs {
 		if frames[i] == nil {
-			frames[i], _ = frame(&msgs[i])
+			b, err := frame(&msgs[i])
+			if err == nil && events {
+				b = sseMessage(&msgs[i], b, epoch)
+			}
+			frames[i] = b
 		}
 	}
+}
+
+// control encodes a reserved message from the library to c: a WebSocket
+// frame, or for a stream an event whose id is at.
+func (c *Client) control(typ string, data any, at *Position) []byte {
+	if c.sse != nil {
+		return sseControl(typ, data, at)
+	}
+	return controlFrame(typ, data)
 }

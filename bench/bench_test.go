@@ -127,7 +127,7 @@ func TestQuickScenarios(t *testing.T) {
 	cfg := quickConfig()
 	cfg.small, cfg.large, cfg.stallConns = 20, 40, 100
 	cfg.measure, cfg.smallDur, cfg.largeDur, cfg.stallDur = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-	cfg.contenders = []string{"notify", "centrifuge"}
+	cfg.contenders = []string{"notify", "notify-sse", "centrifuge", "centrifuge-sse"}
 	var results []result
 	for _, c := range cfg.contenders {
 		for _, kind := range []string{"small", "large", "stall"} {
@@ -153,6 +153,56 @@ func TestQuickScenarios(t *testing.T) {
 	}
 	if svg := rep.svg(); !strings.HasPrefix(svg, "<svg") {
 		t.Errorf("svg: %.40s", svg)
+	}
+}
+
+// TestStreamParser feeds the load generator's SSE reader a chunked event
+// stream cut at every size from 1 byte up: every notification is counted
+// once, in order, whatever the cuts, and the end of the response ends the
+// connection.
+func TestStreamParser(t *testing.T) {
+	var body strings.Builder
+	body.WriteString("\r\nretry: 2000\n\nid: 0:e\nevent: notify.hello\ndata: {\"type\":\"notify.hello\",\"data\":{\"epoch\":\"e\",\"seq\":0}}\n\n")
+	const n = 50
+	for i := range n {
+		fmt.Fprintf(&body, "id: %d:e\nevent: bench\ndata: {\"seq\":%d,\"type\":\"bench\",\"data\":{\"i\":%d,\"t\":1}}\n\n", i+1, i+1, i)
+		if i%7 == 0 {
+			body.WriteString(": ping\n\n")
+		}
+		if i%11 == 0 {
+			fmt.Fprintf(&body, "data: {\"push\":{\"pub\":{\"data\":\r\ndata: {\"i\":%d,\"t\":1}}}}\r\n\r\n", i) // two data lines, CRLF
+		}
+	}
+	// Chunks of assorted sizes, as a server's flushes make them.
+	var raw []byte
+	text := body.String()
+	for k := 1; len(text) > 0; k = k*3%97 + 1 {
+		c := min(k, len(text))
+		raw = fmt.Appendf(raw, "%x\r\n%s\r\n", c, text[:c])
+		text = text[c:]
+	}
+	raw = append(raw, "0\r\n\r\n"...)
+
+	for cut := 1; cut <= 64; cut++ {
+		lg := &loadgen{name: "notify-sse", peer: peers["notify-sse"]}
+		w := &worker{lg: lg, byFd: map[int32]*wsConn{}}
+		c := &wsConn{lg: lg, buf: make([]byte, 16)}
+		for rest := raw; len(rest) > 0 && !c.closed.Load(); {
+			k := min(cut, len(rest))
+			if c.w+k > len(c.buf) {
+				c.buf = append(c.buf[:c.w], make([]byte, k)...)
+			}
+			c.w += copy(c.buf[c.w:], rest[:k])
+			rest = rest[k:]
+			w.process(c, time.Now())
+		}
+		// The i%11 events repeat an index already seen: counted as reordered.
+		if got, next, missing := c.got.Load(), c.next.Load(), c.missing.Load(); got != n || next != n || missing != 0 || c.reordered.Load() != (n+10)/11 {
+			t.Fatalf("cut %d: got %d, next %d, missing %d, reordered %d", cut, got, next, missing, c.reordered.Load())
+		}
+		if !c.closed.Load() {
+			t.Fatalf("cut %d: the end of the response did not end the connection", cut)
+		}
 	}
 }
 

@@ -37,6 +37,8 @@ func Serve(ctx context.Context, ln net.Listener, reg *notify.Registry, h http.Ha
 		// idle keep-alive connection each get a bound. WebSocket connections
 		// are not cut by them: net/http clears a connection's deadlines when
 		// it is hijacked, and notify has its own (WriteTimeout, heartbeats).
+		// Neither are Server-Sent Events streams: notify lifts the deadlines
+		// when a stream starts and bounds its writes the same way.
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
