@@ -25,6 +25,7 @@ type Client struct {
 	listed    bool                // in the Registry's maps; guarded by r.mu
 	cancel    context.CancelFunc  // drops the connection without a handshake
 	fc        *frameConn          // the hijacked connection, for writing frames directly; nil for Add
+	sse       *sseStream          // set for a Server-Sent Events stream, which has no conn
 
 	limit, refused bucket // inbound frames and refused requests; the read loop's alone
 
@@ -59,7 +60,8 @@ const (
 	itemClose // close with 1001 once everything before it is written
 )
 
-// item is one queued thing to write; b is a complete frame (see wireFrame).
+// item is one queued thing to write; b is a complete frame (see wireFrame),
+// or for a Server-Sent Events stream a complete event (see appendEvent).
 type item struct {
 	b    []byte
 	kind itemKind
@@ -251,6 +253,17 @@ func (c *Client) failLocked(code websocket.StatusCode, reason string, err error)
 	begin := !c.closeBegun
 	c.closeBegun = true
 	c.r.bg.Add(1)
+	if c.sse != nil {
+		// The stream's handler goroutine writes the close event and ends
+		// the response (see serveStream).
+		c.sse.code, c.sse.reason = code, reason
+		c.sse.stop()
+		go func() {
+			defer c.r.bg.Done()
+			c.r.unregister(c)
+		}()
+		return
+	}
 	go func() {
 		defer c.r.bg.Done()
 		c.r.unregister(c) // not under fail's caller's locks: the dispatcher calls fail with r.mu held

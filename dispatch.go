@@ -49,15 +49,18 @@ type dispatcher struct {
 	ents   []entry
 	cands  []*Client
 	items  []item
+	events []item // items' Server-Sent Events counterparts
 	start  []*Client
 	pass   uint64
 }
 
 // entry is one frame of a pass: a message, or a notify.gap for the
-// resumable connections (m nil).
+// resumable connections (m nil). ev is the same as a Server-Sent Event,
+// built only while the Registry has such connections.
 type entry struct {
-	m *Message
-	b []byte
+	m  *Message
+	b  []byte
+	ev []byte
 }
 
 func (d *dispatcher) init() {
@@ -196,6 +199,7 @@ func (r *Registry) dispatch(msgs []Message) {
 
 	ents := d.ents[:0]
 	last := r.last.Load()
+	streams := r.streams > 0    // SSE connections: build each message's event too
 	all, uniform := false, true // some entry goes to every connection; every entry does
 	for i := range msgs {
 		m := &msgs[i]
@@ -213,17 +217,27 @@ func (r *Registry) dispatch(msgs []Message) {
 				gap = &gapInfo{Reason: "expired", Since: last, Epoch: *r.epoch.Load(), Seq: m.Seq - 1}
 			}
 			if gap != nil {
-				ents = append(ents, entry{b: controlFrame(TypeGap, gap)})
+				e := entry{b: controlFrame(TypeGap, gap)}
+				if streams {
+					e.ev = sseControl(TypeGap, gap, &Position{Epoch: gap.Epoch, Seq: gap.Seq})
+				}
+				ents = append(ents, e)
 				all, uniform = true, false
 			}
 			last = m.Seq
-			r.recent.put(*r.epoch.Load(), m.Seq, f)
+		}
+		var ev []byte
+		if streams && ferr == nil {
+			ev = sseMessage(m, f, *r.epoch.Load())
+		}
+		if !m.Raw {
+			r.recent.put(*r.epoch.Load(), m.Seq, f, ev)
 		}
 		if ferr != nil {
 			r.opts.Logger.Error("notify: skipping a message from the broker", "seq", m.Seq, "raw", m.Raw, "err", ferr)
 			continue
 		}
-		ents = append(ents, entry{m: m, b: f})
+		ents = append(ents, entry{m: m, b: f, ev: ev})
 		if m.Topic == "" && m.User == "" && m.Client == "" {
 			all = true
 		} else {
@@ -241,16 +255,23 @@ func (r *Registry) dispatch(msgs []Message) {
 	}
 
 	start := d.start[:0]
-	items := d.items[:0]
+	items, events := d.items[:0], d.events[:0]
 	depth := 0 // the most frames a connection now has queued
 	if uniform {
 		// The common case: every message to every connection. They all
-		// get the same frames.
+		// get the same frames (or events).
 		for _, e := range ents {
 			items = append(items, item{b: e.b, kind: itemMessage})
+			if streams {
+				events = append(events, item{b: e.ev, kind: itemMessage})
+			}
 		}
 		for c := range r.clients {
-			ok, n := c.enqueueFrames(items)
+			its := items
+			if c.sse != nil {
+				its = events
+			}
+			ok, n := c.enqueueFrames(its)
 			if ok {
 				start = append(start, c)
 			}
@@ -290,13 +311,17 @@ func (r *Registry) dispatch(msgs []Message) {
 		for _, c := range cands {
 			items = items[:0]
 			for _, e := range ents {
+				b := e.b
+				if c.sse != nil {
+					b = e.ev
+				}
 				switch {
 				case e.m == nil:
 					if c.resumable {
-						items = append(items, item{b: e.b, kind: itemControl})
+						items = append(items, item{b: b, kind: itemControl})
 					}
 				case c.matches(e.m):
-					items = append(items, item{b: e.b, kind: itemMessage})
+					items = append(items, item{b: b, kind: itemMessage})
 				}
 			}
 			if len(items) == 0 {
@@ -313,6 +338,8 @@ func (r *Registry) dispatch(msgs []Message) {
 	}
 	clear(items)
 	d.items = items[:0]
+	clear(events)
+	d.events = events[:0]
 	d.behind = depth > r.opts.QueueLength/2
 	r.startWriters(start)
 	clear(start)

@@ -49,7 +49,8 @@ func (r *Registry) Handler() http.Handler {
 }
 
 func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
-	o, status, err := r.check(req)
+	stream := isEventStream(req)
+	o, status, err := r.check(req, stream)
 	if err != nil {
 		r.stats.rejected.Add(1)
 		r.logRefusal(status, req, err)
@@ -62,6 +63,10 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 			err = errors.New("notify: internal error") // the details are in the log
 		}
 		http.Error(w, err.Error(), status)
+		return
+	}
+	if stream {
+		r.serveSSE(w, req, o)
 		return
 	}
 
@@ -109,17 +114,20 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	}()
 }
 
-// check makes every check of an upgrade request, in the documented order,
-// and returns the connection's options or the status to refuse it with.
-func (r *Registry) check(req *http.Request) (ConnOptions, int, error) {
+// check makes every check of an upgrade request, or of a request for a
+// Server-Sent Events stream, in the documented order, and returns the
+// connection's options or the status to refuse it with.
+func (r *Registry) check(req *http.Request, stream bool) (ConnOptions, int, error) {
 	if r.isClosed() {
 		return ConnOptions{}, http.StatusServiceUnavailable, ErrClosed
 	}
 	if err := r.checkCapacity(); err != nil {
 		return ConnOptions{}, http.StatusServiceUnavailable, err
 	}
-	if status, err := checkHandshake(req); err != nil {
-		return ConnOptions{}, status, err
+	if !stream {
+		if status, err := checkHandshake(req); err != nil {
+			return ConnOptions{}, status, err
+		}
 	}
 	if !r.opts.InsecureAllowAnyOrigin {
 		if err := checkOrigin(req, r.opts.OriginPatterns); err != nil {
@@ -129,6 +137,18 @@ func (r *Registry) check(req *http.Request) (ConnOptions, int, error) {
 	o, err := ParseQuery(req.URL.Query())
 	if err != nil {
 		return ConnOptions{}, http.StatusBadRequest, err
+	}
+	if stream {
+		if !o.Resume { // the query's since wins over Last-Event-ID
+			last, err := parseLastEventID(req.Header.Get("Last-Event-ID"))
+			if err != nil {
+				return ConnOptions{}, http.StatusBadRequest, err
+			}
+			o.Resume, o.Since, o.Epoch = last.Resume, last.Since, last.Epoch
+		}
+		if !o.Resume { // every stream starts with a hello, and hears of gaps
+			o.Resume, o.FromNow = true, true
+		}
 	}
 	o.RemoteAddr = remoteIP(req)
 	var status int

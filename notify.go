@@ -165,7 +165,7 @@ func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOp
 		defer stop()
 	}
 
-	c, err := r.register(conn, o, cancel, fc)
+	c, err := r.register(conn, o, cancel, fc, nil)
 	if err != nil {
 		code := websocket.StatusTryAgainLater
 		if errors.Is(err, ErrClosed) {
@@ -184,8 +184,10 @@ var (
 )
 
 // register adds a client to the registry and, for a resuming client, queues
-// its hello and replay ahead of any live message.
-func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc, fc *frameConn) (*Client, error) {
+// its hello and replay ahead of any live message. A client is either a
+// WebSocket (conn, and fc when it came through the Handler) or a
+// Server-Sent Events stream (s).
+func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc, fc *frameConn, s *sseStream) (*Client, error) {
 	c := &Client{
 		r:         r,
 		conn:      conn,
@@ -195,6 +197,7 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 		topics:    make(map[string]struct{}, len(o.Topics)),
 		cancel:    cancel,
 		fc:        fc,
+		sse:       s,
 		held:      o.Resume,
 		resumable: o.Resume,
 	}
@@ -219,6 +222,9 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 	}
 	c.listed = true
 	r.clients[c] = struct{}{}
+	if s != nil {
+		r.streams++
+	}
 	r.byID[c.id] = c
 	for _, t := range o.Topics {
 		c.topics[t] = struct{}{}
@@ -271,6 +277,9 @@ func (r *Registry) unregister(c *Client) {
 	}
 	c.listed = false
 	delete(r.clients, c)
+	if c.sse != nil {
+		r.streams--
+	}
 	delete(r.byID, c.id)
 	for t := range c.topics {
 		removeFromSet(r.byTopic, t, c)

@@ -46,6 +46,7 @@ type Registry struct {
 	closed   bool
 	last     atomic.Uint64 // seq of the last message queued to the connections; written under mu.RLock by the dispatcher
 	clients  map[*Client]struct{}
+	streams  int // of clients, those served over Server-Sent Events
 	byID     map[string]*Client
 	byTopic  map[string]map[*Client]struct{}
 	byUser   map[string]map[*Client]struct{}

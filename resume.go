@@ -33,10 +33,21 @@ type replayCursor struct {
 func (c *Client) startResume(o ConnOptions, last uint64) {
 	epoch := *c.r.epoch.Load()
 	pos := Position{Epoch: epoch, Seq: last}
-	items := []item{{b: controlFrame(TypeHello, pos), kind: itemControl}}
+	// A stream's hello carries, as its id, the position the client has
+	// everything up to once it has read the hello: its own since if it
+	// resumes (a gap or a replay follows), so that an EventSource dropped
+	// right after the hello asks for the same again.
+	at := pos
+	if !o.FromNow {
+		at.Seq = o.Since
+		if o.Epoch != "" {
+			at.Epoch = o.Epoch
+		}
+	}
+	items := []item{{b: c.control(TypeHello, pos, &at), kind: itemControl}}
 	var cur *replayCursor
 	gap := func(reason string) {
-		items = append(items, item{b: controlFrame(TypeGap, gapInfo{reason, o.Since, epoch, last}), kind: itemControl})
+		items = append(items, item{b: c.control(TypeGap, gapInfo{reason, o.Since, epoch, last}, &pos), kind: itemControl})
 	}
 	switch {
 	case o.FromNow || o.Since == last && (o.Epoch == "" || o.Epoch == epoch):
@@ -88,7 +99,7 @@ func (r *Registry) replayChunk(c *Client, cur replayCursor, room int) ([]item, *
 	msgs, err := r.broker.History(ctx, cur.after, upto)
 	gap := func(reason string) ([]item, *replayCursor) {
 		g := gapInfo{Reason: reason, Since: cur.since, Epoch: *r.epoch.Load(), Seq: cur.upto}
-		return []item{{b: controlFrame(TypeGap, g), kind: itemControl}}, nil
+		return []item{{b: c.control(TypeGap, g, &Position{Epoch: g.Epoch, Seq: g.Seq}), kind: itemControl}}, nil
 	}
 	switch {
 	case errors.Is(err, ErrHistoryGap):
@@ -103,7 +114,7 @@ func (r *Registry) replayChunk(c *Client, cur replayCursor, room int) ([]item, *
 		}
 	}
 	frames := make([][]byte, len(msgs))
-	r.recent.fill(cur.epoch, msgs, frames)
+	r.recent.fill(cur.epoch, msgs, frames, c.sse != nil)
 	var items []item
 	bytes := 0
 	for i := range msgs {
@@ -184,22 +195,25 @@ func (r *Registry) checkTopic(ctx context.Context, id Identity, topic string) er
 // built instead of each building its own. The broker's History stays the
 // authority on what is retained; this only saves the copies. It holds at
 // most recentLength frames and recentBytes, of consecutive seqs of one
-// epoch.
+// epoch. Each frame comes with its Server-Sent Event when the dispatcher
+// built one.
 type recentFrames struct {
 	mu     sync.Mutex
 	epoch  string
 	first  uint64 // seq of frames[0]
-	frames [][]byte
+	frames []recentFrame
 	bytes  int
 }
+
+type recentFrame struct{ ws, ev []byte }
 
 const (
 	recentLength = 1024
 	recentBytes  = 8 << 20
 )
 
-// put appends the frame of a delivered message.
-func (f *recentFrames) put(epoch string, seq uint64, frame []byte) {
+// put appends the frame (and event, if built) of a delivered message.
+func (f *recentFrames) put(epoch string, seq uint64, frame, ev []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if epoch != f.epoch || len(f.frames) > 0 && seq != f.first+uint64(len(f.frames)) {
@@ -209,30 +223,47 @@ func (f *recentFrames) put(epoch string, seq uint64, frame []byte) {
 	if len(f.frames) == 0 {
 		f.first = seq
 	}
-	f.frames = append(f.frames, frame)
-	f.bytes += len(frame)
+	f.frames = append(f.frames, recentFrame{frame, ev})
+	f.bytes += len(frame) + len(ev)
 	for len(f.frames) > 1 && (len(f.frames) > recentLength || f.bytes > recentBytes) {
-		f.bytes -= len(f.frames[0])
-		f.frames[0] = nil
+		f.bytes -= len(f.frames[0].ws) + len(f.frames[0].ev)
+		f.frames[0] = recentFrame{}
 		f.frames = f.frames[1:] // append reallocates, and so compacts, once capacity runs out
 		f.first++
 	}
 }
 
-// fill sets frames[i] to the frame of msgs[i], shared when it is held and
-// built otherwise; it stays nil for a message no client may receive (see
-// frame).
-func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte) {
+// fill sets frames[i] to the frame of msgs[i], or its Server-Sent Event if
+// events, shared when it is held and built otherwise; it stays nil for a
+// message no client may receive (see frame).
+func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte, events bool) {
 	f.mu.Lock()
 	for i := range msgs {
 		if s := msgs[i].Seq; epoch == f.epoch && s >= f.first && s-f.first < uint64(len(f.frames)) {
-			frames[i] = f.frames[s-f.first]
+			if rf := f.frames[s-f.first]; events {
+				frames[i] = rf.ev
+			} else {
+				frames[i] = rf.ws
+			}
 		}
 	}
 	f.mu.Unlock()
 	for i := range msgs {
 		if frames[i] == nil {
-			frames[i], _ = frame(&msgs[i])
+			b, err := frame(&msgs[i])
+			if err == nil && events {
+				b = sseMessage(&msgs[i], b, epoch)
+			}
+			frames[i] = b
 		}
 	}
+}
+
+// control encodes a reserved message from the library to c: a WebSocket
+// frame, or for a stream an event whose id is at.
+func (c *Client) control(typ string, data any, at *Position) []byte {
+	if c.sse != nil {
+		return sseControl(typ, data, at)
+	}
+	return controlFrame(typ, data)
 }

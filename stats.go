@@ -9,7 +9,8 @@ import (
 // Stats is a snapshot of a Registry's counters, for export as metrics. All
 // counters except Connections only grow.
 type Stats struct {
-	Connections       int    // live connections
+	Connections       int    // live connections, of both transports
+	SSEConnections    int    // of Connections, those served over Server-Sent Events
 	Broadcasts        uint64 // messages accepted by Broadcast and NotifyText on this Registry
 	Queued            uint64 // frames queued for connections (one per matching connection)
 	Sent              uint64 // frames written to connections (or to their coalescing buffer, sent with the next write call)
@@ -29,8 +30,12 @@ type counters struct {
 
 // Stats returns the current counters. It is safe to call at any time.
 func (r *Registry) Stats() Stats {
+	r.mu.RLock()
+	conns, streams := len(r.clients), r.streams
+	r.mu.RUnlock()
 	return Stats{
-		Connections:       r.Len(),
+		Connections:       conns,
+		SSEConnections:    streams,
 		Broadcasts:        r.stats.broadcasts.Load(),
 		Queued:            r.stats.queued.Load(),
 		Sent:              r.stats.sent.Load(),

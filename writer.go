@@ -153,7 +153,7 @@ func (r *Registry) startWriters(cs []*Client) {
 			cs[n] = c
 			n++
 		} else {
-			go c.writeLoop(nil, 0)
+			c.ownWriter()
 		}
 	}
 	r.writers.push(cs[:n]...)
@@ -164,8 +164,22 @@ func (c *Client) schedule() {
 	if c.pooled() {
 		c.r.writers.push(c)
 	} else {
-		go c.writeLoop(nil, 0)
+		c.ownWriter()
 	}
+}
+
+// ownWriter starts the connection's own writer: a goroutine, or for a
+// Server-Sent Events stream its handler goroutine, which waits for the
+// kick (see serveStream).
+func (c *Client) ownWriter() {
+	if c.sse != nil {
+		select {
+		case c.sse.kick <- struct{}{}:
+		default: // cannot happen: one kick per writer counted, and it is taken before the next
+		}
+		return
+	}
+	go c.writeLoop(nil, 0)
 }
 
 // pooled reports whether the pooled writers serve c.
@@ -358,6 +372,9 @@ func (c *Client) writeLoop(batch []item, cut int) {
 // frames goes out with one writev system call (see frameConn); pings and
 // closes go through coder/websocket.
 func (c *Client) writeBatch(batch []item) bool {
+	if c.sse != nil {
+		return c.writeSSE(batch)
+	}
 	for i := 0; i < len(batch); {
 		if c.fc == nil || !batch[i].isFrame() {
 			if !c.write(batch[i]) {
