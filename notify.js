@@ -28,11 +28,12 @@
 // Over SSE, three differences:
 // - send() has no channel to the server and returns false.
 // - subscribe() and unsubscribe() reopen the stream with the new topic set,
-//   resuming from the last seq seen, so nothing is lost. A new stream that
-//   fails before it opens is taken as refused for the topics just added
-//   (EventSource does not tell a 403 from a network error): they are
-//   dropped and reported to on("notify.error"), as a WebSocket client is
-//   told when AuthorizeTopic refuses a subscription.
+//   resuming from the last seq seen, so nothing is lost (and a new topic's
+//   messages are delivered from that seq on, not only from the call). A
+//   new stream that fails before it opens is taken as refused for the
+//   topics just added (EventSource does not tell a 403 from a network
+//   error): they are dropped and reported to on("notify.error"), as a
+//   WebSocket client is told when AuthorizeTopic refuses a subscription.
 // - The browser hands notify.js only the events it listens for: the types
 //   given to on(), and the library's own. So on("*") sees those types and
 //   plain text, not others. A message of a type nobody listens to is

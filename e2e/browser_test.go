@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -41,8 +42,8 @@ type browser struct {
 	sockets  sockets
 	streams  map[network.RequestID]bool   // the page's EventSource requests still open
 	urls     map[network.RequestID]string // the URL of each WebSocket and EventSource
-	changed  chan struct{} // closed and replaced whenever sockets changes
-	thrown   int           // uncaught exceptions in the page
+	changed  chan struct{}                // closed and replaced whenever sockets changes
+	thrown   int                          // uncaught exceptions in the page
 }
 
 // sockets is what became of the page's connections to a server, its
@@ -333,4 +334,17 @@ func (b *browser) waitFor(what, cond string) {
 func eval[T any](b *browser, expr string) T {
 	b.t.Helper()
 	return run(b, "evaluating "+expr, chromedp.Evaluate[T](expr))
+}
+
+// waitHello waits for a notify.hello over a connection whose URL
+// subscribes to exactly topics, in any order.
+func (b *browser) waitHello(topics ...string) {
+	b.t.Helper()
+	want := slices.Sorted(slices.Values(topics))
+	b.waitSockets(fmt.Sprintf("a notify.hello over a connection with topics %q", want), func(s sockets) bool {
+		return slices.ContainsFunc(s.Hellos, func(raw string) bool {
+			u, err := url.Parse(raw)
+			return err == nil && slices.Equal(slices.Sorted(slices.Values(u.Query()["topic"])), want)
+		})
+	})
 }

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,15 +26,23 @@ import (
 // numbered message (a forged notify.gap or notify.hello, a huge seq,
 // escaped keys and types, duplicate keys) is refused by the server. The
 // client must dispatch every real message, keep the server's seq and
-// epoch, and never report a gap. (NotifyText used to send all of it: a
+// epoch, and never report a gap, over either transport (over SSE the text
+// arrives as unnamed events). (NotifyText used to send all of it: a
 // forged seq made notify.js drop every real message below it, a forged
 // notify.gap made the page reload.)
 func TestClientNotifyTextCannotForge(t *testing.T) {
+	chromium(t)
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testClientNotifyTextCannotForge(t, tr) })
+	}
+}
+
+func testClientNotifyTextCannotForge(t *testing.T, transport string) {
 	s := newClientSite(t)
 	b := newBrowser(t)
 	b.navigate(s.srv.URL + "/")
 	b.waitFor("the harness", "window.ready === true")
-	eval[chromedp.Void](b, `start("main", {})`)
+	eval[chromedp.Void](b, fmt.Sprintf(`start("main", {transport: %s, listen: ["t.real"]})`, jsString(transport)))
 	receive(t, s.connected, "the client's connection")
 	b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
 
