@@ -3,8 +3,10 @@ package e2e_test
 import (
 	_ "embed"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -192,5 +194,60 @@ func TestClientSSESubscribeResumes(t *testing.T) {
 	}
 	if kinds := b.socketsNow().Kinds; !slices.Equal(kinds, []string{"sse", "sse"}) {
 		t.Errorf("connections %v, want two streams", kinds)
+	}
+}
+
+// TestClientAutoFallsBackWhenUpgradeHangs runs notify.js in "auto" mode
+// against a server in front of which something swallows WebSocket
+// upgrades: the request is read and never answered, so the socket stays
+// connecting with no error. After notify.js's 5 s the client must give up
+// on it and open an SSE stream, and receive what is broadcast.
+func TestClientAutoFallsBackWhenUpgradeHangs(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		held []net.Conn
+	)
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	swallow := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Upgrade") == "" {
+				h.ServeHTTP(w, r)
+				return
+			}
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("hijacking the upgrade: %v", err)
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		})
+	}
+	s := newSite(t, swallow)
+	b := newBrowser(t)
+	b.navigate(s.srv.URL + "/")
+	b.waitFor("the harness", "window.ready === true")
+
+	eval[chromedp.Void](b, `start("main", {listen: ["t.msg"]})`)
+	receive(t, s.connected, "the client's connection over SSE, after the WebSocket's 5 s")
+	b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
+	if got := eval[string](b, "clients.main.transport"); got != "sse" {
+		t.Fatalf("the client's transport is %q, want sse", got)
+	}
+	if kinds := b.socketsNow().Kinds; !slices.Equal(kinds, []string{"ws", "sse"}) {
+		t.Errorf("connections tried %v, want [ws sse]", kinds)
+	}
+	seq := s.broadcast(t, notify.SocketMessage{Type: "t.msg", Data: "one"})
+	b.waitFor("the message", hasEntry("main", "t.msg", "one"))
+	want := []logEntry{{Seq: seq, Type: "t.msg", Data: "one"}}
+	if diff := gocmp.Diff(want, eval[clientLog](b, "logs.main").All, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("what the client dispatched (-want +got):\n%s", diff)
 	}
 }
