@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -467,6 +468,61 @@ func FuzzNotifyText(f *testing.F) {
 		}
 		if typ, ok := obj["type"].(string); ok && strings.HasPrefix(typ, "notify.") {
 			t.Fatalf("NotifyText(%q) accepted an object of reserved type %q", text, typ)
+		}
+	})
+}
+
+// FuzzLastEventID drives the Last-Event-ID header of a stream request
+// through the handler. By the wire's rules a value is "SEQ" or
+// "SEQ:EPOCH" (SEQ a decimal uint64, EPOCH at most 64 bytes); anything else
+// is refused with 400 before a stream starts, and an accepted one starts a
+// stream whose hello, if written before the request ended, carries the
+// client's own position as its id.
+func FuzzLastEventID(f *testing.F) {
+	for _, seed := range []string{"", "0", "7", "7:abc", "7:", ":", "x", "-1", "+1", "18446744073709551615:e", "18446744073709551616", "1:a:b", "1:\x00", "01:e"} {
+		f.Add(seed)
+	}
+	valid := regexp.MustCompile(`^([0-9]+)(?::(.{0,64}))?$`)
+	f.Fuzz(func(t *testing.T, id string) {
+		reg := notify.New(&notify.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		defer reg.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // the stream, if any, ends at once
+		req := httptest.NewRequestWithContext(ctx, "GET", "/", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Last-Event-ID", id)
+		rec := httptest.NewRecorder()
+		reg.Handler().ServeHTTP(rec, req)
+
+		m := valid.FindStringSubmatch(id)
+		if m != nil {
+			if _, err := strconv.ParseUint(m[1], 10, 64); err != nil {
+				m = nil
+			}
+		}
+		wantOK := id == "" || m != nil && !strings.ContainsAny(m[2], "\r\n\x00") && utf8.ValidString(m[2])
+		if wantOK != (rec.Code == http.StatusOK) {
+			t.Fatalf("Last-Event-ID %q: %d %q", id, rec.Code, rec.Body.String())
+		}
+		if rec.Code != http.StatusOK || rec.Body.Len() == 0 {
+			return
+		}
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if after, ok := strings.CutPrefix(line, "id: "); ok {
+				want := "0:" + reg.Position().Epoch // a fresh stream: the current position
+				if m != nil {
+					seq, _ := strconv.ParseUint(m[1], 10, 64)
+					epoch := m[2]
+					if epoch == "" {
+						epoch = reg.Position().Epoch
+					}
+					want = strconv.FormatUint(seq, 10) + ":" + epoch
+				}
+				if after != want {
+					t.Fatalf("Last-Event-ID %q: the hello's id is %q, want %q", id, after, want)
+				}
+				return
+			}
 		}
 	})
 }

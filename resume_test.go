@@ -115,9 +115,49 @@ func TestResumeGaps(t *testing.T) {
 // TestResumeRacesBroadcasts reconnects a client again and again while
 // another goroutine broadcasts, paced faster than the client reads, until
 // the client is done: every message must arrive exactly once, in order,
-// across all the reconnects, each of which races the broadcasts.
+// across all the reconnects, each of which races the broadcasts. It runs
+// for both transports.
 func TestResumeRacesBroadcasts(t *testing.T) {
 	t.Parallel()
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			testResumeRacesBroadcasts(t, tr)
+		})
+	}
+}
+
+// transport connects a test client over one of the two transports.
+type transport struct {
+	name string
+	// connect opens a connection with query, reads its hello, and returns
+	// a function reading the next message and one dropping the connection
+	// (politely when polite, as far as the transport has a way).
+	connect func(t testing.TB, s *server, query string) (next func() wire, drop func(polite bool))
+}
+
+var transports = []transport{
+	{"WebSocket", func(t testing.TB, s *server, query string) (func() wire, func(bool)) {
+		c := dial(t, s.ws+"?"+query)
+		if m := read(t, c); m.Type != notify.TypeHello {
+			t.Fatalf("got %+v, want hello", m)
+		}
+		return func() wire { return read(t, c) }, func(polite bool) {
+			if polite {
+				c.Close(websocket.StatusNormalClosure, "")
+			} else {
+				c.CloseNow()
+			}
+		}
+	}},
+	{"SSE", func(t testing.TB, s *server, query string) (func() wire, func(bool)) {
+		sc := stream(t, s.srv.Client(), s.srv.URL+"?"+query, nil)
+		sc.hello()
+		return sc.msg, func(bool) { sc.close() }
+	}},
+}
+
+func testResumeRacesBroadcasts(t *testing.T, tr transport) {
 	const rounds, history = 100, 100_000
 	s := newServer(t, &notify.Options{
 		QueueLength: history, QueueBytes: 64 << 20,
@@ -146,12 +186,9 @@ func TestResumeRacesBroadcasts(t *testing.T) {
 	var last uint64
 	raced := 0
 	for round := range rounds {
-		c := dial(t, fmt.Sprintf("%s?since=%d&epoch=%s", s.ws, last, pos.Epoch))
-		if m := read(t, c); m.Type != notify.TypeHello {
-			t.Fatalf("round %d: got %+v, want hello", round, m)
-		}
+		next, drop := tr.connect(t, s, fmt.Sprintf("since=%d&epoch=%s", last, pos.Epoch))
 		for range 1 + round*37%200 {
-			m := read(t, c)
+			m := next()
 			if m.Seq != last+1 {
 				t.Fatalf("round %d: got seq %d after %d", round, m.Seq, last)
 			}
@@ -160,11 +197,7 @@ func TestResumeRacesBroadcasts(t *testing.T) {
 		if s.reg.Position().Seq > last {
 			raced++ // broadcasts went on while this connection resumed and read
 		}
-		if round%2 == 0 {
-			c.Close(websocket.StatusNormalClosure, "")
-		} else {
-			c.CloseNow()
-		}
+		drop(round%2 == 0)
 	}
 	close(stop)
 	sent := <-done

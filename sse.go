@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -350,8 +351,8 @@ func parseLastEventID(v string) (o ConnOptions, err error) {
 	if err != nil || seq[0] == '+' {
 		return o, fmt.Errorf("notify: Last-Event-ID must be SEQ or SEQ:EPOCH, not %q", truncateReason(v))
 	}
-	if hasEpoch && len(epoch) > 64 {
-		return o, errors.New("notify: Last-Event-ID's epoch is too long")
+	if hasEpoch && (len(epoch) > 64 || !lineSafe(epoch) || !utf8.ValidString(epoch)) {
+		return o, errors.New("notify: Last-Event-ID's epoch is too long or not one the server wrote")
 	}
 	return ConnOptions{Resume: true, Since: n, Epoch: epoch}, nil
 }

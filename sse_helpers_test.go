@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -230,4 +231,36 @@ func (sc *streamClient) untilEnd() ([]wire, closeEvent) {
 		}
 		out = append(out, sc.decode(ev))
 	}
+}
+
+// newServerH2 is newServer over TLS with HTTP/2 enabled: its Client
+// speaks HTTP/2, as browsers do with such a server.
+func newServerH2(t testing.TB, opts *notify.Options) *server {
+	t.Helper()
+	if opts == nil {
+		opts = &notify.Options{}
+	}
+	s := &server{gone: make(chan error, 10000)}
+	reportDisconnects(opts, s.gone)
+	s.reg = notify.New(opts)
+	s.srv = httptest.NewUnstartedServer(s.reg.Handler())
+	s.srv.EnableHTTP2 = true
+	s.srv.StartTLS()
+	t.Cleanup(func() {
+		if err := s.reg.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		s.srv.Close()
+	})
+	return s
+}
+
+// protocols are the two ways a stream is served.
+var protocols = []struct {
+	name  string
+	major int
+	new   func(testing.TB, *notify.Options) *server
+}{
+	{"HTTP/1.1", 1, newServer},
+	{"HTTP/2", 2, newServerH2},
 }
