@@ -83,7 +83,7 @@ func TestEventSourceResumesAfterDrop(t *testing.T) {
 // proxy would). The client must fall back to SSE at once, receive every
 // message, keep SSE for the page's life (its reconnections and a second
 // client on the page go straight to it), and across a dropped connection
-// lose nothing and repeat nothing.
+// lose nothing and repeat nothing. A new page tries WebSocket again.
 func TestClientAutoFallsBackToSSE(t *testing.T) {
 	s := newSite(t, app.RefuseUpgrades)
 	px := newProxy(t, s.srv.Listener.Addr().String())
@@ -140,8 +140,18 @@ func TestClientAutoFallsBackToSSE(t *testing.T) {
 	if len(log.Gaps) != 0 {
 		t.Errorf("onGap fired: %v", log.Gaps)
 	}
-	if kinds := b.socketsNow().Kinds; slices.Index(kinds[1:], "ws") >= 0 {
+	kinds := b.socketsNow().Kinds
+	if slices.Index(kinds[1:], "ws") >= 0 {
 		t.Errorf("connections tried %v: after the fallback, WebSocket was tried again", kinds)
+	}
+
+	b.note("test: a new page")
+	b.navigate(px.url())
+	b.waitFor("the harness", "window.ready === true")
+	eval[chromedp.Void](b, `start("main", {listen: ["t.msg"]})`)
+	b.waitFor(`the new page's client is "open"`, `clients.main.state === "open"`)
+	if got := b.socketsNow().Kinds[len(kinds):]; !slices.Equal(got, []string{"ws", "sse"}) {
+		t.Errorf("a new page tried %v, want [ws sse]: the choice is kept for one page's life", got)
 	}
 }
 
