@@ -38,6 +38,16 @@
 // response tell the page where its snapshot ends. The JavaScript client
 // served by [ScriptHandler] does all of this.
 //
+// # Server-Sent Events
+//
+// The same handler serves a GET with Accept: text/event-stream as a
+// Server-Sent Events stream, for networks that break WebSocket and for
+// pages without a library: each message is an event with id SEQ:EPOCH,
+// its type as the event name and the same JSON as data, and the browser's
+// EventSource resumes by itself with Last-Event-ID. Streams are
+// connections of the same Registry, with the same order, limits, queues
+// and resume; see [Registry.Handler] and [TypeClose].
+//
 // # Topics and targets
 //
 // Clients subscribe with ?topic=NAME or a notify.subscribe message,

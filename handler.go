@@ -16,31 +16,62 @@ import (
 	"github.com/coder/websocket"
 )
 
-// Handler returns the http.Handler that upgrades requests to WebSocket
-// connections and serves them as [Registry.Add] does, on a goroutine the
-// Registry owns: the handler itself returns right after the upgrade. Mount
-// it where clients connect, e.g. mux.Handle("GET /ws", reg.Handler()).
+// Handler returns the http.Handler that serves connections of both
+// transports on one URL, e.g. mux.Handle("GET /ws", reg.Handler()):
+//
+//   - a WebSocket upgrade is served as [Registry.Add] does, on a goroutine
+//     the Registry owns: the handler itself returns right after the
+//     upgrade;
+//   - a GET whose Accept header includes text/event-stream gets a
+//     Server-Sent Events stream (Content-Type text/event-stream,
+//     Cache-Control no-store, X-Accel-Buffering no), for networks that
+//     break WebSocket and for clients without a library (EventSource,
+//     curl -N). The handler returns when the stream ends. See sse.go for
+//     the events; notify.js speaks both.
+//
+// One URL for both, rather than a second handler: the requests pass the
+// same checks in the same order with the same statuses, a deployment
+// routes and protects one path, and notify.js's auto mode tries WebSocket
+// and then SSE on the same URL. Both kinds live in the same Registry, with
+// the same limits, queues, ordering and resume.
 //
 // Requests are checked in this order, cheapest first, and refused before
-// any upgrade:
+// any upgrade or stream:
 //
 //	503  the Registry is closed, or Options.MaxConnections is reached
-//	400  not a WebSocket upgrade request (a plain GET)
+//	400  neither a WebSocket upgrade nor a stream request (a plain GET; a
+//	     POST or HEAD, even with Accept: text/event-stream)
 //	426  an Upgrade: websocket request that breaks the handshake rules: not
 //	     a GET, no Connection: Upgrade, or a Sec-WebSocket-Version other
 //	     than 13 (the answer names the versions supported)
 //	400  a missing or malformed Sec-WebSocket-Key
 //	403  an Origin not allowed by Options.OriginPatterns
-//	400  bad query values
+//	400  bad query values; for a stream, also a malformed Last-Event-ID
+//	     (only read when the query has no since)
 //	401  Options.Authorize refused the request (403 if it wrapped ErrForbidden),
 //	     or returned an Identity whose Expires has passed
 //	403  Options.AuthorizeTopic refused a topic
 //	429  Options.MaxConnectionsPerUser is reached
 //	500  Options.Authorize or Options.AuthorizeTopic panicked (logged with
-//	     its stack)
+//	     its stack); for a stream, also a ResponseWriter that cannot flush
+//	     (a middleware that wraps it without Flush or Unwrap; logged)
+//
+// (net/http itself answers 431 to request headers beyond
+// http.Server.MaxHeaderBytes.) EventSource gives up for good on any of
+// these statuses; notify.js reports them.
+//
+// A stream from an allowed Origin (the server's own host, or one that
+// OriginPatterns names) gets Access-Control-Allow-Origin with that origin,
+// Access-Control-Allow-Credentials: true and Vary: Origin, so that a page
+// of another allowed origin can read it with its cookies (new
+// EventSource(url, {withCredentials: true})). A same-origin EventSource
+// sends no Origin and gets none of them.
 //
 // The query may carry topic=NAME (repeatable), since=SEQ or since=now, and
-// epoch=EPOCH; see [ParseQuery]. Each refusal has a one-line text body, and
+// epoch=EPOCH; see [ParseQuery]. A stream may instead resume from the
+// Last-Event-ID header that EventSource sends when it reconnects
+// ("SEQ:EPOCH", as the stream's ids are written, or a bare "SEQ"); a stream
+// with neither starts from now. Each refusal has a one-line text body, and
 // is logged at Warn level at most once a minute per status (with the count
 // of those not logged), so that a page served from another origin is
 // noticed during development without flooding a production log.

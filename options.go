@@ -106,7 +106,10 @@ type Options struct {
 
 	// PingInterval is how often an idle connection is pinged. A peer that
 	// has not answered a ping within another PingInterval is closed, so a
-	// dead peer is removed within about two intervals. Default 30s.
+	// dead peer is removed within about two intervals. Default 30s. A
+	// Server-Sent Events stream gets a ": ping" comment instead when
+	// nothing else was written for an interval; it has no pong, so a dead
+	// peer is found by a write that fails or takes WriteTimeout.
 	PingInterval time.Duration
 
 	// MaxConnections bounds the live connections of this Registry; the

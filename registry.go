@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// Registry is the set of live WebSocket connections of one process and the
-// sending side that reaches them. Create it with [New], serve connections
+// Registry is the set of live connections of one process, WebSocket and
+// Server-Sent Events alike, and the sending side that reaches them. Create it with [New], serve connections
 // with [Registry.Handler] or [Registry.Add], send with [Registry.Broadcast]
 // and [Registry.NotifyText], and stop it with [Registry.Shutdown] or
 // [Registry.Close].

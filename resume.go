@@ -195,17 +195,17 @@ func (r *Registry) checkTopic(ctx context.Context, id Identity, topic string) er
 // built instead of each building its own. The broker's History stays the
 // authority on what is retained; this only saves the copies. It holds at
 // most recentLength frames and recentBytes, of consecutive seqs of one
-// epoch. Each frame comes with its Server-Sent Event when the dispatcher
-// built one.
+// epoch. events holds their Server-Sent Events, where the dispatcher built
+// them: it is empty until it built one (so that a Registry without streams
+// pays nothing for it), then as long as frames.
 type recentFrames struct {
 	mu     sync.Mutex
 	epoch  string
 	first  uint64 // seq of frames[0]
-	frames []recentFrame
+	frames [][]byte
+	events [][]byte
 	bytes  int
 }
-
-type recentFrame struct{ ws, ev []byte }
 
 const (
 	recentLength = 1024
@@ -218,17 +218,29 @@ func (f *recentFrames) put(epoch string, seq uint64, frame, ev []byte) {
 	defer f.mu.Unlock()
 	if epoch != f.epoch || len(f.frames) > 0 && seq != f.first+uint64(len(f.frames)) {
 		clear(f.frames)
-		f.frames, f.bytes, f.epoch = f.frames[:0], 0, epoch
+		clear(f.events)
+		f.frames, f.events, f.bytes, f.epoch = f.frames[:0], f.events[:0], 0, epoch
 	}
 	if len(f.frames) == 0 {
 		f.first = seq
 	}
-	f.frames = append(f.frames, recentFrame{frame, ev})
+	if ev != nil && len(f.events) == 0 {
+		f.events = append(f.events, make([][]byte, len(f.frames))...)
+	}
+	f.frames = append(f.frames, frame)
+	if len(f.events) > 0 {
+		f.events = append(f.events, ev)
+	}
 	f.bytes += len(frame) + len(ev)
 	for len(f.frames) > 1 && (len(f.frames) > recentLength || f.bytes > recentBytes) {
-		f.bytes -= len(f.frames[0].ws) + len(f.frames[0].ev)
-		f.frames[0] = recentFrame{}
+		f.bytes -= len(f.frames[0])
+		f.frames[0] = nil
 		f.frames = f.frames[1:] // append reallocates, and so compacts, once capacity runs out
+		if len(f.events) > 0 {
+			f.bytes -= len(f.events[0])
+			f.events[0] = nil
+			f.events = f.events[1:]
+		}
 		f.first++
 	}
 }
@@ -238,13 +250,13 @@ func (f *recentFrames) put(epoch string, seq uint64, frame, ev []byte) {
 // message no client may receive (see frame).
 func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte, events bool) {
 	f.mu.Lock()
+	held := f.frames
+	if events {
+		held = f.events
+	}
 	for i := range msgs {
-		if s := msgs[i].Seq; epoch == f.epoch && s >= f.first && s-f.first < uint64(len(f.frames)) {
-			if rf := f.frames[s-f.first]; events {
-				frames[i] = rf.ev
-			} else {
-				frames[i] = rf.ws
-			}
+		if s := msgs[i].Seq; epoch == f.epoch && s >= f.first && s-f.first < uint64(len(held)) {
+			frames[i] = held[s-f.first]
 		}
 	}
 	f.mu.Unlock()

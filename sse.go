@@ -289,6 +289,12 @@ func (c *Client) serveStream(ctx context.Context) error {
 // serveSSE serves a request that passed every check as a stream. The
 // response stays open until the client goes away or the library ends it.
 func (r *Registry) serveSSE(w http.ResponseWriter, req *http.Request, o ConnOptions) {
+	if !canFlush(w) {
+		r.stats.rejected.Add(1)
+		r.opts.Logger.Error("notify: cannot stream: the ResponseWriter hides http.Flusher (wrap it with an Unwrap method)", "path", req.URL.Path)
+		http.Error(w, "notify: internal error", http.StatusInternalServerError)
+		return
+	}
 	s := newSSEStream(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -318,6 +324,23 @@ func (r *Registry) serveSSE(w http.ResponseWriter, req *http.Request, o ConnOpti
 	w.WriteHeader(http.StatusOK) // sent with the first write, the hello
 	if err := c.serveStream(req.Context()); err != nil {
 		r.opts.Logger.Debug("notify: stream ended", "remote", req.RemoteAddr, "err", err)
+	}
+}
+
+// canFlush reports whether http.ResponseController can flush w, looking
+// through Unwrap methods as it does: a middleware that wraps the
+// ResponseWriter without either would make every stream fail at its first
+// write, and EventSource retry for ever.
+func canFlush(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case interface{ FlushError() error }, http.Flusher:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
 	}
 }
 

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -385,5 +387,30 @@ func TestStreamRawClient(t *testing.T) {
 	broadcast(t, s.reg, notify.SocketMessage{Type: "t", Topic: "a"})
 	if diff := cmp.Diff([]uint64{1, 3}, seqs(sc.msgs(2))); diff != "" {
 		t.Errorf("topic a (-want +got):\n%s", diff)
+	}
+}
+
+// hidingWriter is a middleware's ResponseWriter that hides every optional
+// interface of the one it wraps.
+type hidingWriter struct{ w http.ResponseWriter }
+
+func (h hidingWriter) Header() http.Header         { return h.w.Header() }
+func (h hidingWriter) Write(b []byte) (int, error) { return h.w.Write(b) }
+func (h hidingWriter) WriteHeader(status int)      { h.w.WriteHeader(status) }
+
+// TestStreamNeedsFlush: behind a middleware whose ResponseWriter cannot
+// flush, a stream request gets 500 at once rather than a stream that never
+// arrives; WebSocket upgrades are unaffected by the check.
+func TestStreamNeedsFlush(t *testing.T) {
+	t.Parallel()
+	reg := notify.New(&notify.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	defer reg.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reg.Handler().ServeHTTP(hidingWriter{w}, r)
+	}))
+	defer srv.Close()
+	_, resp := openStream(t, nil, srv.URL, nil)
+	if resp.StatusCode != http.StatusInternalServerError || reg.Len() != 0 {
+		t.Errorf("status %d, Len %d; want 500 and no connection", resp.StatusCode, reg.Len())
 	}
 }

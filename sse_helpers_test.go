@@ -107,11 +107,11 @@ func (sc *streamClient) next() (event, error) {
 			return event{}, fmt.Errorf("line %q has a CR", line)
 		}
 		if line == "" {
-			if !hasData {
-				ev = event{} // EventSource dispatches nothing, but keeps an id
+			ev.Data = strings.Join(data, "\n")
+			if !hasData || ev.Data == "" {
+				ev, data, hasData = event{}, nil, false // EventSource dispatches nothing, but keeps an id
 				continue
 			}
-			ev.Data = strings.Join(data, "\n")
 			return ev, nil
 		}
 		if line[0] == ':' {

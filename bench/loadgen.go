@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,6 +37,10 @@ type peer struct {
 	// appPing is a message the server sends as a ping and expects back
 	// (centrifuge's "{}").
 	appPing []byte
+	// sse: the client asks for a Server-Sent Events stream (an HTTP/1.1
+	// GET with Accept: text/event-stream) instead of upgrading, and reads
+	// notifications from the events' data; nothing is sent back.
+	sse bool
 }
 
 var peers = map[string]peer{
@@ -46,6 +52,9 @@ var peers = map[string]peer{
 	"raw2":       {path: "/ws"},
 	"rawq":       {path: "/ws"},
 	"centrifuge": {path: "/connection/websocket", lines: true, connect: []byte(`{"id":1,"connect":{}}`), appPing: []byte("{}")},
+	"notify-sse": {path: "/ws", sse: true},
+	// centrifuge's SSE handler takes the connect command in the URL.
+	"centrifuge-sse": {path: "/connection/sse?cf_connect=" + url.QueryEscape(`{"id":1,"connect":{}}`), sse: true},
 }
 
 // wsConn is one client connection. Only its worker touches the buffer and
@@ -60,8 +69,14 @@ type wsConn struct {
 
 	buf  []byte
 	r, w int
-	msg  []byte // an unfinished fragmented message
+	msg  []byte // an unfinished fragmented message; for a stream, an unfinished line
 	frag bool
+
+	// A stream's HTTP/1.1 chunked framing, and the data of the event being read.
+	chunk int // bytes left in the current chunk
+	skip  int // bytes of the CRLF that ends a chunk, still to skip
+	data  []byte
+	isEv  bool // data holds an event's data lines
 
 	next      atomic.Int64 // the index expected next
 	got       atomic.Int64 // notifications received
@@ -204,7 +219,11 @@ func (lg *loadgen) dial(ctx context.Context, idx int, staller bool) (*wsConn, er
 	}
 	c := &wsConn{idx: idx, nc: nc, local: nc.LocalAddr().(*net.TCPAddr), healthy: !staller, lg: lg, buf: make([]byte, 4096)}
 	c.closeCode.Store(-1)
-	rest, err := lg.handshake(nc)
+	handshake := lg.handshake
+	if lg.peer.sse {
+		handshake = lg.streamRequest
+	}
+	rest, err := handshake(nc)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -299,6 +318,123 @@ func (lg *loadgen) handshake(nc *net.TCPConn) ([]byte, error) {
 	}
 }
 
+// streamRequest asks for a Server-Sent Events stream and returns the bytes
+// of the (chunked) body read with the response's head.
+func (lg *loadgen) streamRequest(nc *net.TCPConn) ([]byte, error) {
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	defer nc.SetDeadline(time.Time{})
+	req := "GET " + lg.peer.path + " HTTP/1.1\r\nHost: " + lg.server + "\r\nAccept: text/event-stream\r\n\r\n"
+	if _, err := nc.Write([]byte(req)); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(nc, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, err
+	}
+	// The body is the stream: read on from br's bytes, never Close it
+	// (that would read the stream to its end).
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return nil, fmt.Errorf("stream request answered %s, %q", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	if len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+		return nil, fmt.Errorf("stream not chunked: %v", resp.TransferEncoding)
+	}
+	rest := make([]byte, br.Buffered())
+	_, _ = br.Read(rest)
+	return rest, nil
+}
+
+// stream handles a stream's bytes: it undoes the chunked framing and hands
+// each event's data to message. It reports false when the stream ends or
+// breaks; bytes of an unfinished chunk-size line stay in c.buf.
+func (w *worker) stream(c *wsConn, now time.Time) bool {
+	for c.r < c.w {
+		b := c.buf[c.r:c.w]
+		switch {
+		case c.skip > 0:
+			n := min(c.skip, len(b))
+			c.r += n
+			c.skip -= n
+		case c.chunk > 0:
+			n := min(c.chunk, len(b))
+			w.lines(c, b[:n], now)
+			c.r += n
+			if c.chunk -= n; c.chunk == 0 {
+				c.skip = 2
+			}
+		default:
+			i := bytes.Index(b, []byte("\r\n"))
+			if i < 0 {
+				return true
+			}
+			size, ok := hexSize(b[:i])
+			if !ok || size == 0 { // a malformed chunk, or the end of the response
+				return false
+			}
+			c.chunk = size
+			c.r += i + 2
+		}
+	}
+	return true
+}
+
+// hexSize parses a chunk-size line (extensions ignored).
+func hexSize(b []byte) (int, bool) {
+	n, digits := 0, 0
+	for _, ch := range b {
+		switch {
+		case '0' <= ch && ch <= '9':
+			n = n<<4 | int(ch-'0')
+		case 'a' <= ch && ch <= 'f':
+			n = n<<4 | int(ch-'a'+10)
+		case 'A' <= ch && ch <= 'F':
+			n = n<<4 | int(ch-'A'+10)
+		case ch == ';':
+			return n, digits > 0
+		default:
+			return 0, false
+		}
+		if digits++; digits > 8 {
+			return 0, false
+		}
+	}
+	return n, digits > 0
+}
+
+// lines parses event-stream text: data lines are collected, a blank line
+// ends an event, comments and other fields are skipped. Lines end in LF,
+// with or without CR (centrifuge writes a CRLF first).
+func (w *worker) lines(c *wsConn, b []byte, now time.Time) {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			c.msg = append(c.msg, b...)
+			return
+		}
+		line := b[:i]
+		if len(c.msg) > 0 {
+			c.msg = append(c.msg, line...)
+			line = c.msg
+		}
+		b = b[i+1:]
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		switch {
+		case len(line) == 0:
+			if c.isEv {
+				w.message(c, c.data, now)
+				c.data, c.isEv = c.data[:0], false
+			}
+		case bytes.HasPrefix(line, []byte("data:")):
+			if c.isEv {
+				c.data = append(c.data, '\n')
+			}
+			c.data, c.isEv = append(c.data, bytes.TrimPrefix(line[5:], []byte(" "))...), true
+		}
+		c.msg = c.msg[:0]
+	}
+}
+
 func (w *worker) add(c *wsConn) error {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(c.fd)}
 	if err := syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
@@ -344,7 +480,13 @@ func (w *worker) read(c *wsConn, now time.Time) {
 		return
 	}
 	c.w += n
-	for c.r < c.w {
+	if w.lg.peer.sse {
+		if !w.stream(c, now) {
+			w.drop(c)
+			return
+		}
+	}
+	for c.r < c.w && !w.lg.peer.sse {
 		op, fin, payload, k, err := parseFrame(c.buf[c.r:c.w])
 		if err != nil {
 			w.drop(c)

@@ -20,11 +20,11 @@ import (
 // serveEnv, when set, makes this binary a server process (see server.go).
 const serveEnv = "BENCH_SERVE"
 
-var allContenders = []string{"notify", "melody", "centrifuge", "gorilla", "naive", "raw", "raw2", "rawq"}
+var allContenders = []string{"notify", "notify-sse", "melody", "centrifuge", "centrifuge-sse", "gorilla", "naive", "raw", "raw2", "rawq"}
 
 // stallContenders excludes the raw baseline: it has no defence against a
 // stalled client by design.
-var stallContenders = []string{"notify", "melody", "centrifuge", "gorilla", "naive"}
+var stallContenders = []string{"notify", "notify-sse", "melody", "centrifuge", "centrifuge-sse", "gorilla", "naive"}
 
 func main() {
 	if name := os.Getenv(serveEnv); name != "" {

@@ -147,7 +147,7 @@ func (r *report) tables() []table {
 	cfg := r.cfg
 	s, l, st := count(cfg.small), count(cfg.large), count(cfg.stallConns)
 	all, stallers := cfg.contenders, intersect(cfg.contenders, stallContenders)
-	noRaw := intersect(all, []string{"notify", "melody", "centrifuge", "gorilla", "naive", "raw"})
+	noRaw := intersect(all, []string{"notify", "notify-sse", "melody", "centrifuge", "centrifuge-sse", "gorilla", "naive", "raw"})
 	fan := func(n string) table {
 		return table{
 			scenario:   "fanout-" + n,

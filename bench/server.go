@@ -81,11 +81,11 @@ func (m *benchMsg) encode() []byte {
 
 func newServer(name string) (benchServer, error) {
 	switch name {
-	case "notify":
+	case "notify", "notify-sse": // one Handler serves both transports
 		return newNotifyServer(), nil
 	case "melody":
 		return newMelodyServer(), nil
-	case "centrifuge":
+	case "centrifuge", "centrifuge-sse":
 		return newCentrifugeServer()
 	case "gorilla":
 		return newGorillaServer(), nil
