@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -259,5 +260,55 @@ func TestClientAutoFallsBackWhenUpgradeHangs(t *testing.T) {
 	want := []logEntry{{Seq: seq, Type: "t.msg", Data: "one"}}
 	if diff := gocmp.Diff(want, eval[clientLog](b, "logs.main").All, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("what the client dispatched (-want +got):\n%s", diff)
+	}
+}
+
+// TestClientCrossOrigin runs notify.js on a page of one origin against a
+// Registry on another (another port) that allows the page's origin and
+// authorizes by cookie, as an API on its own host would. notify.js must
+// connect over each transport with the page's cookie: a WebSocket sends it
+// by itself, an EventSource only with withCredentials, which the server's
+// CORS answer must then allow. A plain EventSource without credentials is
+// refused (401), which shows that the cookie is what lets notify.js in.
+func TestClientCrossOrigin(t *testing.T) {
+	chromium(t)
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			page := newClientSite(t)
+			pageHost := page.srv.Listener.Addr().String()
+			api := newClientSite(t, func(o *notify.Options) {
+				o.OriginPatterns = []string{pageHost}
+				o.Authorize = func(r *http.Request) (notify.Identity, error) {
+					if c, err := r.Cookie("session"); err != nil || c.Value != "ada" {
+						return notify.Identity{}, errors.New("no session")
+					}
+					return notify.Identity{User: "ada"}, nil
+				}
+			})
+			b := newBrowser(t)
+			b.navigate(page.srv.URL + "/")
+			b.waitFor("the harness", "window.ready === true")
+			eval[chromedp.Void](b, `document.cookie = "session=ada; path=/"`)
+
+			b.note("test: a plain EventSource without credentials")
+			eval[chromedp.Void](b, fmt.Sprintf(`window.bare = new EventSource(%s)`, jsString(api.srv.URL+"/ws")))
+			// The 401 carries no CORS headers, so the page cannot read it:
+			// the EventSource just fails, for good.
+			b.waitFor("the bare EventSource to fail for good", `bare.readyState === EventSource.CLOSED`)
+
+			eval[chromedp.Void](b, fmt.Sprintf(`start("main", {url: %s, transport: %s, listen: ["t.msg"]})`,
+				jsString(api.srv.URL+"/ws"), jsString(tr)))
+			receive(t, api.connected, "the client's connection")
+			b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
+			seq := api.broadcast(t, notify.SocketMessage{Type: "t.msg", User: "ada", Data: "for ada"})
+			b.waitFor("the message", hasEntry("main", "t.msg", "for ada"))
+			want := []logEntry{{Seq: seq, Type: "t.msg", Data: "for ada"}}
+			if diff := gocmp.Diff(want, eval[clientLog](b, "logs.main").All, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("what the client dispatched (-want +got):\n%s", diff)
+			}
+			if got := b.socketsNow().Handshakes; !slices.Equal(got, []int{openStatus(tr)}) {
+				t.Errorf("handshakes the page could read: %v, want [%d]", got, openStatus(tr))
+			}
+		})
 	}
 }
