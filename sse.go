@@ -31,10 +31,10 @@ import (
 // handler goroutine has to stay alive for as long as the response is open,
 // so it is the connection's writer. It waits for its connection to need a
 // writer (sseStream.kick), writes the whole backlog with one Write and one
-// Flush through http.ResponseController, under a write deadline of
-// WriteTimeout, and waits again. Each message's event is built once per
-// Registry (in the dispatcher, beside its WebSocket frame), not once per
-// connection. Nothing is read from the client after the request: a dead
+// Flush through http.ResponseController, and waits again; the heartbeat's
+// watchdog cuts short a write that takes longer than WriteTimeout. Each
+// message's event is built once per Registry (in the dispatcher, beside its
+// WebSocket frame), not once per connection. Nothing is read from the client after the request: a dead
 // peer is found by a failed or timed-out write, or by net/http cancelling
 // the request's context.
 //
@@ -129,29 +129,27 @@ func (s *sseStream) finish() {
 	s.mu.Unlock()
 }
 
-// write sends b and flushes it, within timeout. Without support for write
-// deadlines (a ResponseWriter that wraps net/http's without Unwrap), the
-// heartbeat's watchdog still counts the write as slow, but cannot cut it
-// short.
+// write sends b and flushes it. A write that takes longer than
+// WriteTimeout is cut short by the heartbeat's watchdog, as on WebSocket:
+// it sees writeStart, aborts the client, and cancel sets a write deadline
+// in the past, which fails the write on HTTP/1.1 and resets the stream on
+// HTTP/2. Rejected: a write deadline around every write, two timer
+// updates per write on HTTP/1.1 and two round trips to the connection's
+// goroutine on HTTP/2. Only a write the watchdog no longer sees, the close
+// event of a stream already unregistered, gets a deadline (timeout > 0).
 func (s *sseStream) write(c *Client, b []byte, timeout time.Duration) error {
-	start := time.Now()
-	c.writeStart.Store(start.UnixNano())
-	_ = s.rc.SetWriteDeadline(start.Add(timeout))
+	if timeout > 0 {
+		_ = s.rc.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	c.writeStart.Store(time.Now().UnixNano())
 	var err error
-	if s.cancelled.Load() { // after setting the deadline: see cancel
+	if s.cancelled.Load() { // after writeStart and the deadline: see cancel
 		err = errStreamCancelled
 	} else if _, err = s.w.Write(b); err == nil {
 		err = s.rc.Flush()
 	}
-	// No deadline between writes: an idle stream must not be ended by
-	// one (http.Server.WriteTimeout ends HTTP/2 streams even when idle).
-	_ = s.rc.SetWriteDeadline(time.Time{})
 	c.writeStart.Store(0)
 	if err != nil {
-		if time.Since(start) >= timeout && !s.cancelled.Load() {
-			err = fmt.Errorf("%w: write took longer than %v (%w): %w", ErrSlowConsumer, timeout,
-				websocket.CloseError{Code: CloseSlowConsumer, Reason: "notify: write timeout"}, err)
-		}
 		s.writeErr = err
 		s.stop()
 		return err
@@ -201,7 +199,7 @@ func (c *Client) writeSSE(batch []item) bool {
 			break
 		}
 	}
-	err := s.write(c, b, c.r.opts.WriteTimeout)
+	err := s.write(c, b, 0)
 	if cap(b) <= 64<<10 { // a burst's buffer is not kept for the next
 		*bp = b[:0]
 		sseBufs.Put(bp)
@@ -213,10 +211,6 @@ func (c *Client) writeSSE(batch []item) bool {
 	}
 	if err != nil {
 		c.r.stats.dropped.Add(uint64(countMessages(batch)))
-		if errors.Is(err, ErrSlowConsumer) && c.abort(err) {
-			c.r.stats.slow.Add(1)
-			c.r.warnThrottled(int(CloseSlowConsumer), "notify: write timeout", "client", c.id)
-		}
 		return false
 	}
 	c.r.stats.sent.Add(uint64(frames))
@@ -319,8 +313,10 @@ func (r *Registry) serveSSE(w http.ResponseWriter, req *http.Request, o ConnOpti
 	}
 	// http.Server.ReadTimeout would end the stream: net/http watches the
 	// connection for the client going away, and that read's deadline
-	// cancels the request's context.
+	// cancels the request's context. Its WriteTimeout would too, even for
+	// an idle HTTP/2 stream; the watchdog bounds writes instead.
 	_ = s.rc.SetReadDeadline(time.Time{})
+	_ = s.rc.SetWriteDeadline(time.Time{})
 	w.WriteHeader(http.StatusOK) // sent with the first write, the hello
 	if err := c.serveStream(req.Context()); err != nil {
 		r.opts.Logger.Debug("notify: stream ended", "remote", req.RemoteAddr, "err", err)
