@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -27,9 +28,10 @@ const (
 
 // browser is a headless Chromium with one tab, started for one test and
 // closed by its cleanup. It records what the page did (console output,
-// uncaught exceptions, and every WebSocket event with its frames), prints
-// that timeline when the test fails, fails the test if the page threw, and
-// keeps what became of the page's WebSockets for assertions.
+// uncaught exceptions, every WebSocket event with its frames, every
+// EventSource request with its events), prints that timeline when the test
+// fails, fails the test if the page threw, and keeps what became of the
+// page's WebSockets and EventSources for assertions.
 type browser struct {
 	t     *testing.T
 	ctx   context.Context // the tab
@@ -38,22 +40,31 @@ type browser struct {
 	mu       sync.Mutex
 	timeline []string
 	sockets  sockets
-	changed  chan struct{} // closed and replaced whenever sockets changes
-	thrown   int           // uncaught exceptions in the page
+	streams  map[network.RequestID]bool   // the page's EventSource requests still open
+	urls     map[network.RequestID]string // the URL of each WebSocket and EventSource
+	changed  chan struct{}                // closed and replaced whenever sockets changes
+	thrown   int                          // uncaught exceptions in the page
 }
 
-// sockets is what became of the page's WebSockets, in the order the
-// browser reported it.
+// sockets is what became of the page's connections to a server, its
+// WebSockets and its EventSources alike, in the order the browser reported
+// it.
 type sockets struct {
-	Created int // sockets opened, or tried
-	Closed  int // of which have closed or failed
+	Created int      // connections opened, or tried
+	Kinds   []string // "ws" or "sse", for each one created
+	Closed  int      // of which have closed or failed
 
 	// Handshakes lists what each attempt that reached a server was
-	// answered: 101, or the status of a refusal (400, 403, 503, ...).
+	// answered: 101 (WebSocket) or 200 (EventSource), or the status of a
+	// refusal (400, 403, 503, ...).
 	Handshakes []int
 
-	// Frames lists the text frames received, over every socket.
+	// Frames lists the text frames received over every socket, and the
+	// data of the events received over every EventSource (named or not).
 	Frames []string
+
+	// Hellos lists the URL of the connection each notify.hello came over.
+	Hellos []string
 }
 
 // newBrowser starts Chromium with a fresh profile. The flags matter on this
@@ -80,7 +91,7 @@ func newBrowser(t *testing.T) *browser {
 	life, endLife := context.WithTimeout(context.Background(), browserLifetime)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(life, opts...)
 	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	b := &browser{t: t, ctx: ctx, start: time.Now(), changed: make(chan struct{})}
+	b := &browser{t: t, ctx: ctx, start: time.Now(), changed: make(chan struct{}), streams: map[network.RequestID]bool{}, urls: map[network.RequestID]string{}}
 	t.Cleanup(func() {
 		b.mu.Lock()
 		thrown := b.thrown
@@ -118,7 +129,11 @@ func (b *browser) record(ev any) {
 	var line string
 	switch e := ev.(type) {
 	case *network.EventWebSocketCreated:
-		b.update(func(s *sockets) { s.Created++ })
+		b.update(func(s *sockets) {
+			b.urls[e.RequestID] = e.URL
+			s.Created++
+			s.Kinds = append(s.Kinds, "ws")
+		})
 		line = fmt.Sprintf("ws#%s open %s", e.RequestID, e.URL)
 	case *network.EventWebSocketHandshakeResponseReceived:
 		b.update(func(s *sockets) { s.Handshakes = append(s.Handshakes, int(e.Response.Status)) })
@@ -126,7 +141,7 @@ func (b *browser) record(ev any) {
 	case *network.EventWebSocketFrameReceived:
 		payload := string(e.Response.PayloadData)
 		if e.Response.Opcode == 1 {
-			b.update(func(s *sockets) { s.Frames = append(s.Frames, payload) })
+			b.update(func(s *sockets) { b.received(s, e.RequestID, payload) })
 		}
 		line = fmt.Sprintf("ws#%s <- %s", e.RequestID, payload)
 	case *network.EventWebSocketFrameSent:
@@ -141,6 +156,36 @@ func (b *browser) record(ev any) {
 	case *network.EventWebSocketClosed:
 		b.update(func(s *sockets) { s.Closed++ })
 		line = fmt.Sprintf("ws#%s closed", e.RequestID)
+	case *network.EventRequestWillBeSent:
+		if e.Type != network.ResourceTypeEventSource {
+			return
+		}
+		b.update(func(s *sockets) {
+			b.streams[e.RequestID] = true
+			b.urls[e.RequestID] = e.Request.URL
+			s.Created++
+			s.Kinds = append(s.Kinds, "sse")
+		})
+		line = fmt.Sprintf("sse#%s open %s", e.RequestID, e.Request.URL)
+	case *network.EventResponseReceived:
+		if e.Type != network.ResourceTypeEventSource {
+			return
+		}
+		b.update(func(s *sockets) { s.Handshakes = append(s.Handshakes, int(e.Response.Status)) })
+		line = fmt.Sprintf("sse#%s response %d %s", e.RequestID, int(e.Response.Status), e.Response.MimeType)
+	case *network.EventEventSourceMessageReceived:
+		b.update(func(s *sockets) { b.received(s, e.RequestID, e.Data) })
+		line = fmt.Sprintf("sse#%s <- id %q event %q: %s", e.RequestID, e.EventID, e.EventName, e.Data)
+	case *network.EventLoadingFailed:
+		if !b.endStream(e.RequestID) {
+			return
+		}
+		line = fmt.Sprintf("sse#%s failed %s (canceled %t)", e.RequestID, e.ErrorText, e.Canceled)
+	case *network.EventLoadingFinished:
+		if !b.endStream(e.RequestID) {
+			return
+		}
+		line = fmt.Sprintf("sse#%s ended by the server", e.RequestID)
 	case *runtime.EventConsoleAPICalled:
 		args := make([]string, len(e.Args))
 		for i, a := range e.Args {
@@ -173,13 +218,37 @@ func (b *browser) update(f func(*sockets)) {
 	b.mu.Unlock()
 }
 
+// received records a text frame or an event's data that came over the
+// connection id. It runs under b.mu, from update.
+func (b *browser) received(s *sockets, id network.RequestID, data string) {
+	s.Frames = append(s.Frames, data)
+	if strings.HasPrefix(data, `{"type":"notify.hello",`) {
+		s.Hellos = append(s.Hellos, b.urls[id])
+	}
+}
+
+// endStream counts the end of request id if it is one of the page's
+// EventSources, and reports whether it was.
+func (b *browser) endStream(id network.RequestID) bool {
+	b.mu.Lock()
+	ok := b.streams[id]
+	delete(b.streams, id)
+	b.mu.Unlock()
+	if ok {
+		b.update(func(s *sockets) { s.Closed++ })
+	}
+	return ok
+}
+
 // socketsNow returns a copy of what the page's WebSockets did so far.
 func (b *browser) socketsNow() sockets {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.sockets
+	s.Kinds = slices.Clone(s.Kinds)
 	s.Handshakes = slices.Clone(s.Handshakes)
 	s.Frames = slices.Clone(s.Frames)
+	s.Hellos = slices.Clone(s.Hellos)
 	return s
 }
 
@@ -265,4 +334,17 @@ func (b *browser) waitFor(what, cond string) {
 func eval[T any](b *browser, expr string) T {
 	b.t.Helper()
 	return run(b, "evaluating "+expr, chromedp.Evaluate[T](expr))
+}
+
+// waitHello waits for a notify.hello over a connection whose URL
+// subscribes to exactly topics, in any order.
+func (b *browser) waitHello(topics ...string) {
+	b.t.Helper()
+	want := slices.Sorted(slices.Values(topics))
+	b.waitSockets(fmt.Sprintf("a notify.hello over a connection with topics %q", want), func(s sockets) bool {
+		return slices.ContainsFunc(s.Hellos, func(raw string) bool {
+			u, err := url.Parse(raw)
+			return err == nil && slices.Equal(slices.Sorted(slices.Values(u.Query()["topic"])), want)
+		})
+	})
 }

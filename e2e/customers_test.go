@@ -34,6 +34,10 @@ import (
 // the replay) without reloading its list; with a history shorter than the
 // outage the server answers with notify.gap ("expired") and the page must
 // reload. Either way it ends in the same state.
+//
+// Each case runs over WebSocket, and over SSE with the demo refusing
+// WebSocket upgrades (its -no-websocket flag): the page's notify.js must
+// fall back at once and show every change live all the same.
 func TestCustomersResumeAfterDrop(t *testing.T) {
 	chromium(t) // skip or fail here rather than in each case
 	for _, tc := range []struct {
@@ -44,90 +48,136 @@ func TestCustomersResumeAfterDrop(t *testing.T) {
 		{name: "replayed from history"},
 		{name: "history too short, reloaded", history: 2, gap: "expired"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			store := app.NewMemoryStore()
-			reg := notify.New(&notify.Options{
-				Broker: notify.NewMemoryBroker(&notify.MemoryBrokerOptions{HistoryLength: tc.history}),
+		for _, tr := range transports {
+			t.Run(tc.name+"/"+tr, func(t *testing.T) {
+				testCustomersResumeAfterDrop(t, tr, tc.history, tc.gap)
 			})
-			t.Cleanup(func() { reg.Close() })
-			site, lists := countLists(app.New(reg, store))
-			srv := httptest.NewServer(site)
-			t.Cleanup(srv.Close)
-			px := newProxy(t, srv.Listener.Addr().String())
-			api := newCustomersAPI(t, srv)
+		}
+	}
+}
 
-			ada := api.create("Ada Lovelace") // before the page: it comes from the list
-			b := newBrowser(t)
-			b.navigate(px.url())
-			b.waitFor(`#state is "open"`, stateIs("open"))
-			b.waitRow(ada)
+// demoSite is the demo's site over reg and store, refusing WebSocket
+// upgrades when transport is "sse", as the demo's -no-websocket flag does.
+func demoSite(transport string, reg *notify.Registry, store app.Store) http.Handler {
+	if transport == "sse" {
+		return app.RefuseUpgrades(app.New(reg, store))
+	}
+	return app.New(reg, store)
+}
 
-			grace := api.create("Grace Hopper") // live
-			linus := api.create("Linus Torvalds")
-			b.waitRow(grace)
-			b.waitRow(linus)
+// checkTransport checks that the page used the transport it was meant to,
+// and says so in #transport: WebSocket only, or, with upgrades refused, one
+// refused WebSocket and then SSE alone (the choice kept for the page's
+// life).
+func checkTransport(t *testing.T, b *browser, transport string) {
+	t.Helper()
+	s := b.socketsNow()
+	var bad bool
+	for i, kind := range s.Kinds {
+		first := i == 0
+		switch {
+		case transport == "websocket" && kind != "ws",
+			transport == "sse" && first && kind != "ws",
+			transport == "sse" && !first && kind != "sse":
+			bad = true
+		}
+	}
+	if transport == "sse" && (len(s.Handshakes) == 0 || s.Handshakes[0] != http.StatusForbidden) {
+		bad = true
+	}
+	if bad {
+		t.Errorf("over %s the page tried connections %v, answered %v", transport, s.Kinds, s.Handshakes)
+	}
+	want := map[string]string{"websocket": "(WebSocket)", "sse": "(Server-Sent Events)"}[transport]
+	if got := eval[string](b, `document.getElementById("transport").textContent`); got != want {
+		t.Errorf("the page shows its transport as %q, want %q", got, want)
+	}
+}
 
-			// The page's own form: the POST goes through the proxy, and the
-			// row appears when the notification does.
-			run(b, "adding a customer with the form", chromedp.Steps(
-				chromedp.SendKeys(chromedp.CSS("#name"), "Margaret Hamilton"),
-				chromedp.SendKeys(chromedp.CSS("#email"), "margaret@example.com"),
-				chromedp.Click(chromedp.CSS("#add")),
-			))
-			b.waitFor("a row for Margaret Hamilton", `[...document.querySelectorAll("#customers td.name")].some((td) => td.textContent === "Margaret Hamilton")`)
-			api.adopt(store, "Margaret Hamilton")
-			b.waitFor("the form to be reset", `document.getElementById("name").value === ""`)
-			// And its Delete button.
-			run(b, "deleting a customer with its button", chromedp.Click(
-				chromedp.CSS(fmt.Sprintf(`#customers [data-id="%d"] button.delete`, linus.ID))))
-			b.waitFor("Linus's row to go", fmt.Sprintf(`document.querySelector('#customers [data-id="%d"]') === null`, linus.ID))
-			delete(api.model, linus.ID)
+func testCustomersResumeAfterDrop(t *testing.T, transport string, history int, gap string) {
+	store := app.NewMemoryStore()
+	reg := notify.New(&notify.Options{
+		Broker: notify.NewMemoryBroker(&notify.MemoryBrokerOptions{HistoryLength: history}),
+	})
+	t.Cleanup(func() { reg.Close() })
+	site, lists := countLists(demoSite(transport, reg, store))
+	srv := httptest.NewServer(site)
+	t.Cleanup(srv.Close)
+	px := newProxy(t, srv.Listener.Addr().String())
+	api := newCustomersAPI(t, srv)
 
-			b.note("test: stop the proxy")
-			px.stop()
-			b.waitFor(`#state leaves "open"`, "!("+stateIs("open")+")")
+	ada := api.create("Ada Lovelace") // before the page: it comes from the list
+	b := newBrowser(t)
+	b.navigate(px.url())
+	b.waitFor(`#state is "open"`, stateIs("open"))
+	b.waitRow(ada)
 
-			b.note("test: changes while the page is away")
-			api.create("Barbara Liskov")
-			api.update(ada.ID, "Ada <b>King</b>") // shown as text, never as markup
-			api.remove(grace.ID)
-			ghost := api.create("Short Lived")
-			api.remove(ghost.ID)
-			api.create("Ken Thompson")
-			// One socket so far; wait for a second one to be refused, so
-			// the page has been through its retry path, not just lucky.
-			b.waitSockets("a refused reconnection attempt", func(s sockets) bool {
-				return s.Created >= 2 && s.Closed >= 2
-			})
+	grace := api.create("Grace Hopper") // live
+	linus := api.create("Linus Torvalds")
+	b.waitRow(grace)
+	b.waitRow(linus)
 
-			b.note("test: restart the proxy")
-			px.start()
-			b.waitFor(`#state is "open" again`, stateIs("open"))
-			api.checkPage(b, store)
+	// The page's own form: the POST goes through the proxy, and the
+	// row appears when the notification does.
+	run(b, "adding a customer with the form", chromedp.Steps(
+		chromedp.SendKeys(chromedp.CSS("#name"), "Margaret Hamilton"),
+		chromedp.SendKeys(chromedp.CSS("#email"), "margaret@example.com"),
+		chromedp.Click(chromedp.CSS("#add")),
+	))
+	b.waitFor("a row for Margaret Hamilton", `[...document.querySelectorAll("#customers td.name")].some((td) => td.textContent === "Margaret Hamilton")`)
+	api.adopt(store, "Margaret Hamilton")
+	b.waitFor("the form to be reset", `document.getElementById("name").value === ""`)
+	// And its Delete button.
+	run(b, "deleting a customer with its button", chromedp.Click(
+		chromedp.CSS(fmt.Sprintf(`#customers [data-id="%d"] button.delete`, linus.ID))))
+	b.waitFor("Linus's row to go", fmt.Sprintf(`document.querySelector('#customers [data-id="%d"]') === null`, linus.ID))
+	delete(api.model, linus.ID)
 
-			if n := eval[int](b, `document.querySelectorAll("#customers b").length`); n != 0 {
-				t.Errorf("a customer's name was rendered as HTML: %d <b> elements in the list", n)
-			}
+	b.note("test: stop the proxy")
+	created := b.socketsNow().Created
+	px.stop()
+	b.waitFor(`#state leaves "open"`, "!("+stateIs("open")+")")
 
-			frames := parseFrames(t, b.socketsNow().Frames)
-			gaps := ofType(frames, notify.TypeGap)
-			hellos := ofType(frames, notify.TypeHello)
-			if len(hellos) != 2 {
-				t.Errorf("the page received %d notify.hello messages, want 2 (first connection and resume)", len(hellos))
-			}
-			if tc.gap == "" {
-				if len(gaps) != 0 || lists.Load() != 1 {
-					t.Errorf("with the outage within history, the page got %d notify.gap and loaded the list %d times; want it to resume by replay: 0 gaps, 1 load", len(gaps), lists.Load())
-				}
-				return
-			}
-			if len(gaps) != 1 || gapReason(t, gaps[0]) != tc.gap {
-				t.Errorf("the page got notify.gap messages %v; want one with reason %q", gaps, tc.gap)
-			}
-			if n := lists.Load(); n != 2 {
-				t.Errorf("the page loaded the list %d times, want 2: at start, and once after the gap", n)
-			}
-		})
+	b.note("test: changes while the page is away")
+	api.create("Barbara Liskov")
+	api.update(ada.ID, "Ada <b>King</b>") // shown as text, never as markup
+	api.remove(grace.ID)
+	ghost := api.create("Short Lived")
+	api.remove(ghost.ID)
+	api.create("Ken Thompson")
+	// Wait for a new connection to be refused, so the page has
+	// been through its retry path, not just lucky.
+	b.waitSockets("a refused reconnection attempt", func(s sockets) bool {
+		return s.Created > created && s.Closed >= s.Created
+	})
+
+	b.note("test: restart the proxy")
+	px.start()
+	b.waitFor(`#state is "open" again`, stateIs("open"))
+	api.checkPage(b, store)
+
+	if n := eval[int](b, `document.querySelectorAll("#customers b").length`); n != 0 {
+		t.Errorf("a customer's name was rendered as HTML: %d <b> elements in the list", n)
+	}
+
+	frames := parseFrames(t, b.socketsNow().Frames)
+	gaps := ofType(frames, notify.TypeGap)
+	hellos := ofType(frames, notify.TypeHello)
+	if len(hellos) != 2 {
+		t.Errorf("the page received %d notify.hello messages, want 2 (first connection and resume)", len(hellos))
+	}
+	checkTransport(t, b, transport)
+	if gap == "" {
+		if len(gaps) != 0 || lists.Load() != 1 {
+			t.Errorf("with the outage within history, the page got %d notify.gap and loaded the list %d times; want it to resume by replay: 0 gaps, 1 load", len(gaps), lists.Load())
+		}
+		return
+	}
+	if len(gaps) != 1 || gapReason(t, gaps[0]) != gap {
+		t.Errorf("the page got notify.gap messages %v; want one with reason %q", gaps, gap)
+	}
+	if n := lists.Load(); n != 2 {
+		t.Errorf("the page loaded the list %d times, want 2: at start, and once after the gap", n)
 	}
 }
 
@@ -143,11 +193,21 @@ func TestCustomersResumeAfterDrop(t *testing.T) {
 // more changes are made: they reach the page over the socket during the
 // reload, are missing from the list it then receives, and must be applied
 // on top of it.
+//
+// It runs over WebSocket, and over SSE with the demo refusing WebSocket
+// upgrades; there the shutdown reaches the page as a notify.close (1001).
 func TestCustomersServerRestart(t *testing.T) {
+	chromium(t)
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testCustomersServerRestart(t, tr) })
+	}
+}
+
+func testCustomersServerRestart(t *testing.T, transport string) {
 	store := app.NewMemoryStore()
 	reg1 := notify.New(nil)
 	t.Cleanup(func() { reg1.Close() })
-	srv1 := httptest.NewServer(app.New(reg1, store))
+	srv1 := httptest.NewServer(demoSite(transport, reg1, store))
 	t.Cleanup(srv1.Close)
 	px := newProxy(t, srv1.Listener.Addr().String())
 	api := newCustomersAPI(t, srv1)
@@ -161,6 +221,7 @@ func TestCustomersServerRestart(t *testing.T) {
 	b.waitRow(grace)
 
 	b.note("test: shut the first server down")
+	created := b.socketsNow().Created
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := reg1.Shutdown(ctx); err != nil {
@@ -172,7 +233,7 @@ func TestCustomersServerRestart(t *testing.T) {
 	b.note("test: start the second server; changes while the page is away")
 	reg2 := notify.New(nil)
 	t.Cleanup(func() { reg2.Close() })
-	hold := holdList(app.New(reg2, store))
+	hold := holdList(demoSite(transport, reg2, store))
 	site2, lists2 := countLists(hold)
 	srv2 := httptest.NewServer(site2)
 	t.Cleanup(srv2.Close)
@@ -183,7 +244,7 @@ func TestCustomersServerRestart(t *testing.T) {
 	api.remove(grace.ID)
 	ken := api.create("Ken Thompson")
 	b.waitSockets("a failed reconnection attempt", func(s sockets) bool {
-		return s.Created >= 2 && s.Closed >= 2
+		return s.Created > created && s.Closed >= s.Created
 	})
 
 	b.note("test: the second server takes over the address")
@@ -219,6 +280,13 @@ func TestCustomersServerRestart(t *testing.T) {
 	}
 	if n := lists2.Load(); n != 1 {
 		t.Errorf("the page loaded the list from the new server %d times, want once (after the gap)", n)
+	}
+	checkTransport(t, b, transport)
+	if transport == "sse" {
+		closes := ofType(parseFrames(t, b.socketsNow().Frames), "notify.close")
+		if len(closes) != 1 || !strings.Contains(string(closes[0].Data), `"code":1001`) {
+			t.Errorf("the page got notify.close events %v; want one, with code 1001", closes)
+		}
 	}
 }
 

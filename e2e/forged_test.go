@@ -2,10 +2,14 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,15 +29,23 @@ import (
 // numbered message (a forged notify.gap or notify.hello, a huge seq,
 // escaped keys and types, duplicate keys) is refused by the server. The
 // client must dispatch every real message, keep the server's seq and
-// epoch, and never report a gap. (NotifyText used to send all of it: a
+// epoch, and never report a gap, over either transport (over SSE the text
+// arrives as unnamed events). (NotifyText used to send all of it: a
 // forged seq made notify.js drop every real message below it, a forged
 // notify.gap made the page reload.)
 func TestClientNotifyTextCannotForge(t *testing.T) {
+	chromium(t)
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testClientNotifyTextCannotForge(t, tr) })
+	}
+}
+
+func testClientNotifyTextCannotForge(t *testing.T, transport string) {
 	s := newClientSite(t)
 	b := newBrowser(t)
 	b.navigate(s.srv.URL + "/")
 	b.waitFor("the harness", "window.ready === true")
-	eval[chromedp.Void](b, `start("main", {})`)
+	eval[chromedp.Void](b, fmt.Sprintf(`start("main", {transport: %s, listen: ["t.real"]})`, jsString(transport)))
 	receive(t, s.connected, "the client's connection")
 	b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
 
@@ -101,13 +113,23 @@ func TestClientNotifyTextCannotForge(t *testing.T) {
 // still handle a well-formed gap and the real messages. (It used to throw
 // on a gap without data, report a gap for any object typed notify.gap,
 // take its epoch from a number, and take 1e300 for a seq, dropping every
-// later message.)
+// later message.) Over SSE the scripted server sends each as an event
+// named by its type, as a Registry names its events, and then a
+// notify.close with a malformed code, which must end the stream all the
+// same and be followed by a resuming reconnection.
 func TestClientIgnoresMalformedLibraryMessages(t *testing.T) {
+	chromium(t)
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testClientIgnoresMalformedLibraryMessages(t, tr) })
+	}
+}
+
+func testClientIgnoresMalformedLibraryMessages(t *testing.T, transport string) {
 	s := newScriptSite(t)
 	b := newBrowser(t)
 	b.navigate(s.srv.URL + "/")
 	b.waitFor("the harness", "window.ready === true")
-	eval[chromedp.Void](b, `start("main", {since: 0, epoch: "e1"})`)
+	eval[chromedp.Void](b, fmt.Sprintf(`start("main", {transport: %s, since: 0, epoch: "e1", listen: ["t.real", "t.unnumbered"]})`, jsString(transport)))
 	conn := s.accepted(t)
 	if got := conn.query.Get("since") + "/" + conn.query.Get("epoch"); got != "0/e1" {
 		t.Errorf("the client connected with since/epoch %s, want 0/e1", got)
@@ -161,20 +183,37 @@ func TestClientIgnoresMalformedLibraryMessages(t *testing.T) {
 	if want := (notify.Position{Epoch: "e1", Seq: 11}); pos != want {
 		t.Errorf("the client's position is %+v, want %+v", pos, want)
 	}
+	if transport != "sse" {
+		return
+	}
+
+	// A notify.close whose code is not a number still ends the stream, as
+	// a WebSocket closed abnormally (1006) would: the client comes back,
+	// resuming from where it was.
+	conn.send(t, `{"type":"notify.close","data":{"code":"1001"}}`)
+	again := s.accepted(t)
+	if got := again.query.Get("since") + "/" + again.query.Get("epoch"); got != "11/e1" {
+		t.Errorf("after notify.close the client reconnected with since/epoch %s, want 11/e1", got)
+	}
 }
 
 // scriptSite serves the harness page and notify.js, like clientSite, but
-// its /ws is a scripted server: the test writes each frame itself.
+// its /ws is a scripted server: the test writes each frame itself, as a
+// WebSocket text frame or, to a request that accepts text/event-stream, as
+// a Server-Sent Event.
 type scriptSite struct {
 	srv   *httptest.Server
 	conns chan *scriptConn
 	wg    sync.WaitGroup // every handler
 }
 
-// scriptConn is one connection to a scriptSite.
+// scriptConn is one connection to a scriptSite: a WebSocket, or an SSE
+// stream whose handler writes what arrives on events.
 type scriptConn struct {
-	ws    *websocket.Conn
-	query url.Values
+	ws     *websocket.Conn
+	events chan string // SSE only
+	ended  chan struct{}
+	query  url.Values
 }
 
 func newScriptSite(t *testing.T) *scriptSite {
@@ -190,7 +229,21 @@ func newScriptSite(t *testing.T) *scriptSite {
 		open   []*websocket.Conn
 		closed bool
 	)
+	stop := make(chan struct{}) // closed by the cleanup: SSE handlers return
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				http.Error(w, "closed", http.StatusServiceUnavailable)
+				return
+			}
+			s.wg.Add(1)
+			mu.Unlock()
+			defer s.wg.Done()
+			s.stream(w, r, stop)
+			return
+		}
 		ws, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return
@@ -224,6 +277,7 @@ func newScriptSite(t *testing.T) *scriptSite {
 		for _, ws := range open {
 			ws.CloseNow()
 		}
+		close(stop)
 		mu.Unlock()
 		s.wg.Wait()
 		s.srv.Close()
@@ -243,9 +297,64 @@ func (s *scriptSite) accepted(t *testing.T) *scriptConn {
 	}
 }
 
-// send writes each frame as a text message.
+// stream serves one scripted SSE stream until the client leaves or the
+// site closes.
+func (s *scriptSite) stream(w http.ResponseWriter, r *http.Request, stop <-chan struct{}) {
+	c := &scriptConn{events: make(chan string), ended: make(chan struct{}), query: r.URL.Query()}
+	defer close(c.ended)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	select {
+	case s.conns <- c:
+	default: // more connections than any test waits for
+	}
+	for {
+		select {
+		case ev := <-c.events:
+			if _, err := io.WriteString(w, ev); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		case <-stop:
+			return
+		}
+	}
+}
+
+// sseEvent is frame as a Server-Sent Event, named by its type as a
+// Registry names its events (unnamed if it has none).
+func sseEvent(frame string) string {
+	var env struct{ Type any }
+	ev := ""
+	if json.Unmarshal([]byte(frame), &env) == nil {
+		if typ, ok := env.Type.(string); ok {
+			ev = "event: " + typ + "\n"
+		}
+	}
+	return ev + "data: " + frame + "\n\n"
+}
+
+// send writes each frame as a text message, or over SSE as an event.
 func (c *scriptConn) send(t *testing.T, frames ...string) {
 	t.Helper()
+	if c.events != nil {
+		for _, f := range frames {
+			select {
+			case c.events <- sseEvent(f):
+			case <-c.ended:
+				t.Fatalf("the stream ended before %s", f)
+			}
+		}
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
 	for _, f := range frames {

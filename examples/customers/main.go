@@ -1,7 +1,11 @@
 // Command customers serves the notify demo: a customers REST API and a web
 // page that shows every change live, in every open tab.
 //
-//	go run ./examples/customers [-addr localhost:8080]
+//	go run ./examples/customers [-addr localhost:8080] [-no-websocket]
+//
+// With -no-websocket it refuses every WebSocket upgrade with 403, as a
+// corporate proxy that blocks WebSocket would, and the page carries on over
+// Server-Sent Events.
 //
 // SIGINT or SIGTERM stops the HTTP server and the notify Registry together;
 // connected pages are closed with 1001 (going away) and reconnect on their
@@ -25,23 +29,29 @@ import (
 
 func main() {
 	addr := flag.String("addr", "localhost:8080", "address to listen on")
+	noWebSocket := flag.Bool("no-websocket", false, "refuse WebSocket upgrades (403), as a proxy that blocks them would; the page uses Server-Sent Events")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *addr, os.Stdout); err != nil {
+	if err := run(ctx, *addr, *noWebSocket, os.Stdout); err != nil {
 		log.Fatal(err)
 	}
 }
 
-// run serves the demo on addr until ctx ends, then shuts down.
-func run(ctx context.Context, addr string, out io.Writer) error {
+// run serves the demo on addr until ctx ends, then shuts down. With
+// noWebSocket, WebSocket upgrades are refused (app.RefuseUpgrades).
+func run(ctx context.Context, addr string, noWebSocket bool, out io.Writer) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	reg := notify.New(app.Limits(notify.Options{}))
+	site := app.New(reg, app.NewMemoryStore())
+	if noWebSocket {
+		site = app.RefuseUpgrades(site)
+	}
 	fmt.Fprintf(out, "customers demo on http://%s/\n", displayAddr(addr, ln.Addr()))
-	return app.Serve(ctx, ln, reg, app.New(reg, app.NewMemoryStore()))
+	return app.Serve(ctx, ln, reg, site)
 }
 
 // displayAddr is the address to print: the host as given (localhost by

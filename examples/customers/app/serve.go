@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/wsnotify/notify"
@@ -63,4 +64,19 @@ func Serve(ctx context.Context, ln net.Listener, reg *notify.Registry, h http.Ha
 		err = errors.Join(err, serr)
 	}
 	return errors.Join(err, <-regDone)
+}
+
+// RefuseUpgrades returns h behind a refusal of every WebSocket upgrade
+// (403 Forbidden), as a corporate proxy that blocks WebSocket would answer.
+// The page then reaches the same endpoint over Server-Sent Events: notify.js
+// falls back to them when the upgrade fails. The demo's -no-websocket flag
+// uses it, and so do the browser tests of that fallback.
+func RefuseUpgrades(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(strings.ToLower(r.Header.Get("Upgrade")), "websocket") {
+			http.Error(w, "WebSocket upgrades are refused here (-no-websocket)", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
