@@ -205,8 +205,8 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 		fc.onPing = c.onPing // before the first read, on the goroutine that reads
 	}
 
-	if o.Resume && !o.FromNow && o.Since > r.last.Load() {
-		r.disp.catchUp() // see there; register below must see the seq since names
+	if o.Resume && !o.FromNow && (o.Since > r.last.Load() || o.Epoch != "" && o.Epoch != *r.epoch.Load()) {
+		r.catchUpTo(o) // see there; register below must see the position the client names
 	}
 	r.mu.Lock()
 	if r.closed {

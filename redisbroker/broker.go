@@ -191,6 +191,24 @@ func (b *Broker) Publish(ctx context.Context, m notify.Message) (uint64, error) 
 	return uint64(seq), nil
 }
 
+// Head implements [notify.Broker] with one HMGET of the meta key: the
+// stream's epoch and the last seq given, by any node. Before the first
+// publish or subscribe (no meta) it returns a zero Position; it never
+// creates the key.
+func (b *Broker) Head(ctx context.Context) (notify.Position, error) {
+	if b.isClosed() {
+		return notify.Position{}, ErrClosed
+	}
+	r, err := b.rdb.HMGet(ctx, b.keys[0], "epoch", "seq").Result()
+	if err != nil {
+		return notify.Position{}, fmt.Errorf("redisbroker: reading the head: %w", err)
+	}
+	epoch, _ := r[0].(string)
+	s, _ := r[1].(string)
+	seq, _ := strconv.ParseUint(s, 10, 64)
+	return notify.Position{Epoch: epoch, Seq: seq}, nil
+}
+
 // History implements [notify.Broker] with one XRANGE. It returns the
 // regular messages with after < seq <= upto of the epoch the subscribers
 // last delivered. Messages that were trimmed, are older than HistoryAge, or
