@@ -35,6 +35,12 @@ type Broker struct {
 	// Registry believes in: History returns only messages of that epoch.
 	epoch atomic.Pointer[string]
 
+	// ctx is cancelled by Close; batches of queued publishes are sent with
+	// it (see publisher).
+	ctx    context.Context
+	cancel context.CancelFunc
+	pub    publisher
+
 	closed atomic.Bool
 	mu     sync.Mutex // guards subs, and closed's change from false to true
 	subs   map[*subscription]struct{}
@@ -141,6 +147,7 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 		log:    o.Logger,
 		subs:   map[*subscription]struct{}{},
 	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	// A delivery loop needs one connection, held by a blocking XREAD, and
 	// closes its client to interrupt it.
 	b.subRdb.PoolSize = 1
@@ -150,6 +157,7 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 
 	where := strings.Join(ro.Addrs, ",")
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
+		b.cancel()
 		b.rdb.Close()
 		return nil, fmt.Errorf("redisbroker: cannot reach Redis at %s: %w", where, err)
 	}
@@ -157,38 +165,12 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 	// benefit of the doubt; an old one fails at the first XADD instead.
 	if info, err := b.rdb.Info(ctx, "server").Result(); err == nil {
 		if v := infoField(info, "redis_version"); v != "" && !atLeast(v, 5) {
+			b.cancel()
 			b.rdb.Close()
 			return nil, fmt.Errorf("redisbroker: Redis at %s is version %s; Streams need 5.0 or later", where, v)
 		}
 	}
 	return b, nil
-}
-
-// Publish implements [notify.Broker]: one script appends m to the stream
-// with the next seq (or, if m.Raw, without one), trims the stream to about
-// HistoryLength, and returns the seq. It does not wait for delivery.
-//
-// An error means the message may not have been published: Redis was
-// unreachable, or the reply was lost (then it may have been). Publish
-// never retries by itself, since a retry could publish twice.
-func (b *Broker) Publish(ctx context.Context, m notify.Message) (uint64, error) {
-	if b.isClosed() {
-		return 0, ErrClosed
-	}
-	raw := "0"
-	if m.Raw {
-		raw = "1"
-	}
-	r, err := publishScript.Run(ctx, b.rdb, b.keys,
-		newEpoch(), b.opts.HistoryLength, raw, m.Topic, m.User, m.Client, m.Body).Slice()
-	if err != nil {
-		return 0, fmt.Errorf("redisbroker: %w", err)
-	}
-	seq, _ := r[0].(int64)
-	if m.Raw || seq <= 0 {
-		return 0, nil
-	}
-	return uint64(seq), nil
 }
 
 // Head implements [notify.Broker] with one HMGET of the meta key: the
@@ -297,6 +279,8 @@ func (b *Broker) Close() error {
 	for _, s := range subs {
 		s.cancel()
 	}
+	b.cancel()
+	b.pub.close()
 	if err := b.rdb.Close(); err != nil {
 		return fmt.Errorf("redisbroker: closing: %w", err)
 	}
