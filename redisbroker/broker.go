@@ -84,8 +84,16 @@ type Options struct {
 
 	// Logger receives connection losses and recoveries (Warn, Info),
 	// epoch changes (Warn), messages trimmed before this node read them
-	// and malformed stream entries, which are skipped (Error). Default:
-	// discard.
+	// and malformed stream entries, which are skipped (Error). Pass the
+	// Registry's logger. Default: discard.
+	//
+	// If set, it also receives go-redis's own log lines (dial failures,
+	// pool warnings; at Warn, with source=go-redis), which go-redis
+	// otherwise prints to stderr. go-redis has one logger per process
+	// (redis.SetLogger), so this is process-wide: New points it at the
+	// Logger of the last Broker created with one, and it stays there
+	// after Close. A program that calls redis.SetLogger itself should do
+	// so after New.
 	Logger *slog.Logger
 }
 
@@ -125,6 +133,8 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	} else {
+		routeRedisLogs(o.Logger)
 	}
 	var ro redis.UniversalOptions
 	if o.Redis != nil {
@@ -342,6 +352,25 @@ func newEpoch() string {
 	var id [8]byte
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
 	return hex.EncodeToString(id[:])
+}
+
+// redisLogs is where go-redis's log lines go once routeRedisLogs ran.
+var (
+	redisLogs     atomic.Pointer[slog.Logger]
+	redisLogsOnce sync.Once
+)
+
+// routeRedisLogs points go-redis's process-wide logger at l.
+func routeRedisLogs(l *slog.Logger) {
+	redisLogs.Store(l)
+	redisLogsOnce.Do(func() { redis.SetLogger(redisLogger{}) })
+}
+
+// redisLogger is go-redis's logger (redis.SetLogger) writing to redisLogs.
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	redisLogs.Load().WarnContext(ctx, fmt.Sprintf(format, v...), "source", "go-redis")
 }
 
 // infoField returns one "name:value" line of an INFO reply.
