@@ -109,7 +109,9 @@ type ConnOptions struct {
 	// with seq > Since that matches it, then live messages, with no gap and
 	// no duplicate. If Epoch is set and is not the stream's, or Since is
 	// not retained any more, or Since is ahead of the stream, a notify.gap
-	// follows the hello instead of the replay.
+	// follows the hello instead of the replay. A Since that this node has
+	// not fanned out yet but the broker's stream holds (it trails a shared
+	// stream) is waited for, at most 5 seconds, rather than called ahead.
 	Resume bool
 	Since  uint64
 	Epoch  string

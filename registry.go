@@ -67,7 +67,8 @@ type Registry struct {
 
 // New returns a Registry configured by opts. If opts is nil, the default
 // options are used. The Registry starts one goroutine for heartbeats and
-// write timeouts; Close or Shutdown stops it.
+// write timeouts and one that reads the broker's head once a second (see
+// [Stats]); Close or Shutdown stops them.
 func New(opts *Options) *Registry {
 	o := opts.withDefaults()
 	r := &Registry{

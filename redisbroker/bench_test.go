@@ -1,10 +1,12 @@
 package redisbroker_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,7 +34,10 @@ import (
 // delivered/s (b.N over the time until every client had every message of
 // its topic), pub-p50/p99 (the duration of a Broadcast call) and
 // e2e-p50/p99 (from the Broadcast call to the client's read, on the
-// clients of nodes B and C). Every client checks that its seqs only grow,
+// clients of nodes B and C), and the CPU time per message of this process
+// (the three nodes, the publishers and the clients: proc-cpu-µs) and of
+// redis-server (redis-cpu-µs), which a machine shared with other jobs
+// disturbs less than rates and latencies. Every client checks that its seqs only grow,
 // and together they must have received every seq from 1 to b.N exactly
 // once: nothing lost, duplicated or reordered.
 //
@@ -114,6 +119,11 @@ func benchNodes(b *testing.B, publishers, rate int) {
 		}()
 	}
 
+	s.mu.Lock()
+	redisPid := s.cmd.Process.Pid
+	s.mu.Unlock()
+	procCPU, redisCPU := cpuTime(os.Getpid()), cpuTime(redisPid)
+
 	pub := make([][]time.Duration, publishers)
 	var next sync.Mutex
 	k := 0 // the next message's topic number
@@ -157,6 +167,7 @@ func benchNodes(b *testing.B, publishers, rate int) {
 	delivered.Wait()
 	all := time.Since(start)
 	b.StopTimer()
+	procCPU, redisCPU = cpuTime(os.Getpid())-procCPU, cpuTime(redisPid)-redisCPU
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)
@@ -169,6 +180,10 @@ func benchNodes(b *testing.B, publishers, rate int) {
 
 	b.ReportMetric(float64(b.N)/published.Seconds(), "msgs/s")
 	b.ReportMetric(float64(b.N)/all.Seconds(), "delivered/s")
+	if procCPU > 0 {
+		b.ReportMetric(float64(procCPU.Microseconds())/float64(b.N), "proc-cpu-µs")
+		b.ReportMetric(float64(redisCPU.Microseconds())/float64(b.N), "redis-cpu-µs")
+	}
 	var pubs []time.Duration
 	for _, l := range pub {
 		pubs = append(pubs, l...)
@@ -182,6 +197,25 @@ func benchNodes(b *testing.B, publishers, rate int) {
 		b.ReportMetric(pct(0.50), name+"-p50-µs")
 		b.ReportMetric(pct(0.99), name+"-p99-µs")
 	}
+}
+
+// cpuTime returns the CPU time (user and system) process pid has used, from
+// /proc; 0 where there is no /proc.
+func cpuTime(pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) start at state:
+	// utime and stime are the 14th and 15th fields, in clock ticks of
+	// 1/100 s on Linux.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * 10 * time.Millisecond
 }
 
 // benchNode starts a Registry on a Broker of its own on s, with history and
