@@ -85,7 +85,12 @@ func benchNodes(b *testing.B, publishers, rate int) {
 		}
 		delivered.Add(1)
 		go func() {
-			defer delivered.Done()
+			finished := false
+			defer func() {
+				if !finished {
+					delivered.Done()
+				}
+			}()
 			var m struct {
 				Seq  uint64
 				Data int64
@@ -107,13 +112,22 @@ func benchNodes(b *testing.B, publishers, rate int) {
 				lat = append(lat, now.Sub(time.Unix(0, m.Data)))
 			}
 			mu.Lock()
-			defer mu.Unlock()
 			if node != 0 {
 				e2e = append(e2e, lat...)
 			}
 			for _, q := range seqs {
 				if q >= 1 && q <= uint64(b.N) {
 					got[q]++
+				}
+			}
+			mu.Unlock()
+			finished = true
+			delivered.Done()
+			// Go on reading, so that the client answers the server's pings
+			// until the benchmark closes it.
+			for {
+				if _, _, err := cl.conn.Read(ctx); err != nil {
+					return
 				}
 			}
 		}()
