@@ -38,6 +38,16 @@ import (
 //     its seq still counts as delivered, so it causes no notify.gap. A broker
 //     that finds a retained entry it cannot decode, but whose seq and epoch
 //     it knows, may deliver it with an empty Body to keep the order unbroken.
+//   - Head reports where the stream stands now: its epoch and the seq of the
+//     last message Publish gave a seq to (on any node), whether or not this
+//     process's subscribers have been handed it yet. A subscriber may trail
+//     the head (a broker shared by many nodes delivers a round trip or more
+//     after Publish returns); a client that resumes from a seq between the
+//     two is waiting for messages that exist, not ahead of the stream. The
+//     Registry asks Head before answering such a client with notify.gap
+//     (reason "ahead"), and once a second for [Stats] (BrokerConnected,
+//     BrokerLag), so it should cost about one round trip and must not
+//     create, trim or otherwise change the stream.
 //
 // Methods may be called concurrently.
 type Broker interface {
@@ -52,6 +62,11 @@ type Broker interface {
 
 	// History returns retained messages with after < seq <= upto.
 	History(ctx context.Context, after, upto uint64) ([]Message, error)
+
+	// Head returns the stream's epoch and the seq of the last message
+	// published to it. An error means the broker could not tell (its
+	// store is unreachable).
+	Head(ctx context.Context) (Position, error)
 }
 
 // Message is a notification as a [Broker] carries it: the encoded body

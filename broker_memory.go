@@ -112,6 +112,17 @@ func (b *MemoryBroker) Subscribe(ctx context.Context, deliver func(Message)) (Po
 	return Position{Epoch: b.epoch, Seq: b.seq}, cancel, nil
 }
 
+// Head implements [Broker]. Publish delivers before it returns, so the
+// head is also what every subscriber has been handed.
+func (b *MemoryBroker) Head(ctx context.Context) (Position, error) {
+	if err := ctx.Err(); err != nil {
+		return Position{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Position{Epoch: b.epoch, Seq: b.seq}, nil
+}
+
 // History implements [Broker]. It copies the requested range under the
 // broker's lock, which it finds by position (retained seqs are
 // consecutive), so a resuming client's read holds up Publish only for the

@@ -3,6 +3,7 @@ package notify_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 type pushBroker struct {
 	mu      sync.Mutex
 	deliver func(notify.Message)
+	head    notify.Position // of the last regular message pushed
 }
 
 var _ notify.Broker = (*pushBroker)(nil)
@@ -36,9 +38,18 @@ func (b *pushBroker) History(context.Context, uint64, uint64) ([]notify.Message,
 	return nil, nil
 }
 
+func (b *pushBroker) Head(context.Context) (notify.Position, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.head, nil
+}
+
 func (b *pushBroker) push(m notify.Message) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !m.Raw {
+		b.head = notify.Position{Epoch: m.Epoch, Seq: m.Seq}
+	}
 	b.deliver(m)
 }
 
@@ -212,5 +223,165 @@ func TestNewMessageMatchesBroadcast(t *testing.T) {
 		if _, err := notify.NewMessage(bad); !errors.Is(err, notify.ErrInvalidMessage) {
 			t.Errorf("NewMessage(%+v) error %v, want ErrInvalidMessage", bad, err)
 		}
+	}
+}
+
+// laggingBroker is a MemoryBroker whose deliveries to the Registry can be
+// held back, as a node trailing a shared stream is handed messages later
+// than other nodes published them. Each Head call is reported on heads.
+type laggingBroker struct {
+	*notify.MemoryBroker
+	heads chan struct{}
+
+	mu      sync.Mutex
+	deliver func(notify.Message)
+	hold    bool
+	held    []notify.Message
+	headErr error
+}
+
+func newLaggingBroker() *laggingBroker {
+	return &laggingBroker{MemoryBroker: notify.NewMemoryBroker(nil), heads: make(chan struct{}, 100)}
+}
+
+func (b *laggingBroker) Subscribe(ctx context.Context, deliver func(notify.Message)) (notify.Position, func(), error) {
+	b.mu.Lock()
+	b.deliver = deliver
+	b.mu.Unlock()
+	return b.MemoryBroker.Subscribe(ctx, func(m notify.Message) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.hold {
+			b.held = append(b.held, m)
+			return
+		}
+		deliver(m)
+	})
+}
+
+func (b *laggingBroker) Head(ctx context.Context) (notify.Position, error) {
+	b.mu.Lock()
+	err := b.headErr
+	b.mu.Unlock()
+	select {
+	case b.heads <- struct{}{}:
+	default:
+	}
+	if err != nil {
+		return notify.Position{}, err
+	}
+	return b.MemoryBroker.Head(ctx)
+}
+
+func (b *laggingBroker) setHold(hold bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !hold {
+		for _, m := range b.held {
+			b.deliver(m)
+		}
+		b.held = nil
+	}
+	b.hold = hold
+}
+
+// drainHeads forgets the Head calls made so far (the health checks).
+func (b *laggingBroker) drainHeads() {
+	for len(b.heads) > 0 {
+		<-b.heads
+	}
+}
+
+// TestResumeOnALaggingNode: a client that resumes from a seq this node has
+// not been handed yet, but which the stream holds (it saw it on another
+// node), waits for the node to catch up and gets its replay, not a
+// notify.gap "ahead"; a seq beyond the stream's head is still "ahead".
+func TestResumeOnALaggingNode(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := newLaggingBroker()
+	s := newServer(t, &notify.Options{Broker: b})
+	c, pos := dialReady(t, s, "")
+
+	b.setHold(true)
+	for i := range 5 { // published on "another node": this one is not handed them yet
+		if _, err := b.Publish(ctx, notify.Message{Body: fmt.Appendf(nil, `{"type":"m%d"}`, i+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.drainHeads()
+
+	// The client saw seq 3 elsewhere and resumes here: the Registry reads
+	// the broker's head and waits. Only then does the node catch up.
+	resumed := dial(t, fmt.Sprintf("%s?since=3&epoch=%s", s.ws, pos.Epoch))
+	<-b.heads
+	b.setHold(false)
+
+	hello := read(t, resumed)
+	var at notify.Position
+	json.Unmarshal(hello.Data, &at)
+	if diff := cmp.Diff(notify.Position{Epoch: pos.Epoch, Seq: 5}, at); hello.Type != notify.TypeHello || diff != "" {
+		t.Fatalf("hello %+v (-want +got):\n%s", hello, diff)
+	}
+	if diff := cmp.Diff([]string{"m4", "m5"}, []string{read(t, resumed).Type, read(t, resumed).Type}); diff != "" {
+		t.Errorf("replay (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]uint64{1, 2, 3, 4, 5}, seqs(readN(t, c, 5))); diff != "" {
+		t.Errorf("live client's seqs (-want +got):\n%s", diff)
+	}
+
+	ahead := dial(t, fmt.Sprintf("%s?since=9&epoch=%s", s.ws, pos.Epoch))
+	if m := read(t, ahead); m.Type != notify.TypeHello {
+		t.Fatalf("got %+v, want hello", m)
+	}
+	if reason, at := gapOf(t, read(t, ahead)); reason != "ahead" || at.Seq != 5 {
+		t.Errorf("gap %q at %+v, want ahead at seq 5", reason, at)
+	}
+}
+
+// TestStatsBrokerHealth: Stats reports how far the Registry trails the
+// broker's head, and whether the broker answers, from the once-a-second
+// look at its head.
+func TestStatsBrokerHealth(t *testing.T) {
+	t.Parallel()
+	b := newLaggingBroker()
+	s := newServer(t, &notify.Options{Broker: b})
+	if st := s.reg.Stats(); !st.BrokerConnected || st.BrokerLag != 0 {
+		t.Fatalf("at start: connected %v, lag %d; want true, 0", st.BrokerConnected, st.BrokerLag)
+	}
+	b.setHold(true)
+	for range 7 {
+		if _, err := b.Publish(context.Background(), notify.Message{Body: []byte(`{"type":"m"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two checks after the publishes: the first has recorded its result
+	// once the second begins.
+	b.drainHeads()
+	<-b.heads
+	<-b.heads
+	if st := s.reg.Stats(); !st.BrokerConnected || st.BrokerLag != 7 {
+		t.Errorf("held back: connected %v, lag %d; want true, 7", st.BrokerConnected, st.BrokerLag)
+	}
+
+	b.mu.Lock()
+	b.headErr = errors.New("store unreachable")
+	b.mu.Unlock()
+	b.drainHeads()
+	<-b.heads
+	<-b.heads
+	if st := s.reg.Stats(); st.BrokerConnected {
+		t.Errorf("broker failing: connected %v, want false", st.BrokerConnected)
+	}
+
+	b.mu.Lock()
+	b.headErr = nil
+	b.mu.Unlock()
+	b.setHold(false)
+	b.drainHeads()
+	<-b.heads
+	<-b.heads
+	if st := s.reg.Stats(); !st.BrokerConnected || st.BrokerLag != 0 {
+		t.Errorf("caught up: connected %v, lag %d; want true, 0", st.BrokerConnected, st.BrokerLag)
 	}
 }

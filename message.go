@@ -76,8 +76,10 @@ const (
 
 	// TypeGap tells a resuming client that messages it asked for are no
 	// longer retained (reason "expired"), belong to another history (reason
-	// "epoch") or were never sent (reason "ahead", e.g. after a server
-	// restart). The client should reload its state; live messages follow.
+	// "epoch") or were never published (reason "ahead": a seq beyond the
+	// stream's head, e.g. from before a server restart, or one this node
+	// could not catch up with in time; see [Broker]). The client should
+	// reload its state; live messages follow.
 	TypeGap = "notify.gap"
 
 	// TypeSubscribe and TypeUnsubscribe are sent by clients to change their

@@ -109,7 +109,9 @@ type ConnOptions struct {
 	// with seq > Since that matches it, then live messages, with no gap and
 	// no duplicate. If Epoch is set and is not the stream's, or Since is
 	// not retained any more, or Since is ahead of the stream, a notify.gap
-	// follows the hello instead of the replay.
+	// follows the hello instead of the replay. A Since that this node has
+	// not fanned out yet but the broker's stream holds (it trails a shared
+	// stream) is waited for, at most 5 seconds, rather than called ahead.
 	Resume bool
 	Since  uint64
 	Epoch  string
@@ -208,8 +210,8 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 		fc.onPing = c.onPing // before the first read, on the goroutine that reads
 	}
 
-	if o.Resume && !o.FromNow && o.Since > r.last.Load() {
-		r.disp.catchUp() // see there; register below must see the seq since names
+	if o.Resume && !o.FromNow && (o.Since > r.last.Load() || o.Epoch != "" && o.Epoch != *r.epoch.Load()) {
+		r.catchUpTo(o) // see there; register below must see the position the client names
 	}
 	r.mu.Lock()
 	if r.closed {

@@ -54,7 +54,7 @@ type Registry struct {
 	active   sync.WaitGroup // one count per registered connection
 	shutdown chan struct{}  // closed when the first Close or Shutdown finishes
 
-	bg sync.WaitGroup // short-lived goroutines closing connections
+	bg sync.WaitGroup // goroutines closing connections, and watchBroker
 
 	disp    dispatcher // broker deliveries → connections' queues
 	writers writerPool // connections' queues → sockets
@@ -62,12 +62,14 @@ type Registry struct {
 
 	throttle logThrottle // see warnThrottled
 
-	stats counters
+	stats  counters
+	health brokerHealth
 }
 
 // New returns a Registry configured by opts. If opts is nil, the default
 // options are used. The Registry starts one goroutine for heartbeats and
-// write timeouts; Close or Shutdown stops it.
+// write timeouts and one that reads the broker's head once a second (see
+// [Stats]); Close or Shutdown stops them.
 func New(opts *Options) *Registry {
 	o := opts.withDefaults()
 	r := &Registry{
@@ -107,9 +109,12 @@ func New(opts *Options) *Registry {
 	r.epoch.Store(&pos.Epoch)
 	r.last.Store(pos.Seq)
 	r.disp.seen = pos
+	r.health.connected.Store(true) // it just answered Subscribe
 	r.writers.start(runtime.GOMAXPROCS(0))
 	go r.dispatchLoop()
 	go r.heartbeat()
+	r.bg.Add(1)
+	go r.watchBroker()
 	return r
 }
 

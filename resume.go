@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // gapInfo is the data of a notify.gap message.
@@ -23,6 +24,76 @@ type replayCursor struct {
 	since       uint64 // what the client asked for, for a gap's data
 	epoch       string
 	topics      map[string]struct{}
+}
+
+// resumeCatchUp bounds how long a resuming connection waits for this
+// Registry to be handed the messages up to the seq it resumes from, when
+// the broker's head shows they exist (see catchUpTo).
+const resumeCatchUp = 5 * time.Second
+
+// catchUpTo runs before a resuming client is registered when it names a
+// position this Registry has not fanned out: a seq above the last one, or
+// another epoch. First it waits for the dispatcher to fan out what the
+// broker delivered (a page that read Position right after a Broadcast).
+// If the client is still ahead, it asks the broker for the stream's head:
+// a node that trails a shared stream (a loaded node, a slow round trip)
+// may not yet have been handed messages that other nodes published and
+// the client saw. If the head holds the client's position, it waits, at
+// most resumeCatchUp, until this Registry has fanned it out, so that the
+// client gets its replay instead of a notify.gap (reason "ahead") and a
+// needless reload. Only a position beyond the head, or a node that cannot
+// catch up in time, is answered "ahead".
+func (r *Registry) catchUpTo(o ConnOptions) {
+	r.disp.catchUp()
+	want := Position{Epoch: o.Epoch, Seq: o.Since}
+	if want.Epoch == "" {
+		want.Epoch = *r.epoch.Load()
+	}
+	if r.reached(want) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.base, resumeCatchUp)
+	defer cancel()
+	head, err := r.broker.Head(ctx)
+	if err != nil {
+		r.opts.Logger.Debug("notify: reading the broker's head for a resume", "err", err)
+		return
+	}
+	if head.Epoch != want.Epoch || head.Seq < want.Seq {
+		return // beyond the stream, or of an epoch that is gone: startResume says so
+	}
+	start := time.Now()
+	if !r.waitReached(ctx, want) {
+		r.opts.Logger.Warn("notify: a resuming client waited for this node to catch up with the stream, in vain",
+			"since", o.Since, "epoch", want.Epoch, "head", head.Seq, "fanned_out", r.last.Load(), "waited", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// reached reports whether the dispatcher has fanned out p.
+func (r *Registry) reached(p Position) bool {
+	return *r.epoch.Load() == p.Epoch && r.last.Load() >= p.Seq
+}
+
+// waitReached waits until the dispatcher has fanned out p, or ctx ends. The
+// dispatcher stores r.epoch and r.last before it signals the end of a pass
+// under d.mu, so checking under d.mu misses no pass.
+func (r *Registry) waitReached(ctx context.Context, p Position) bool {
+	d := &r.disp
+	stop := context.AfterFunc(ctx, func() {
+		d.mu.Lock()
+		d.passed.Broadcast()
+		d.mu.Unlock()
+	})
+	defer stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for !r.reached(p) {
+		if ctx.Err() != nil {
+			return false
+		}
+		d.passed.Wait()
+	}
+	return true
 }
 
 // startResume queues what a resuming client receives before live messages:

@@ -20,6 +20,15 @@ type Stats struct {
 	HeartbeatTimeouts uint64 // connections closed with CloseHeartbeatTimeout
 	ReadErrors        uint64 // connections that ended with a protocol or read error
 	Rejected          uint64 // requests refused before the upgrade or the stream began
+
+	// Broker health, from the Registry's look at the broker's head once a
+	// second (see [Broker]): whether the broker answered, and how many
+	// messages of the stream this Registry had not yet fanned out to its
+	// connections then. A readiness probe can answer 503 while
+	// !BrokerConnected or BrokerLag stays above what it tolerates, so that
+	// a load balancer sends clients to nodes that can serve them.
+	BrokerConnected bool
+	BrokerLag       uint64
 }
 
 type counters struct {
@@ -45,6 +54,8 @@ func (r *Registry) Stats() Stats {
 		HeartbeatTimeouts: r.stats.heartbeat.Load(),
 		ReadErrors:        r.stats.readErrs.Load(),
 		Rejected:          r.stats.rejected.Load(),
+		BrokerConnected:   r.health.connected.Load(),
+		BrokerLag:         r.health.lag.Load(),
 	}
 }
 

@@ -32,7 +32,7 @@ type Broker struct {
 	pool    *pgxpool.Pool
 	ownPool bool
 	connCfg *pgx.ConnConfig // for the delivery goroutines' connections
-	sql     struct{ enqueue, publish, relay, trim, history string }
+	sql     struct{ enqueue, publish, relay, trim, history, head string }
 	log     *slog.Logger
 
 	// epoch is the epoch of the last message delivered, the one the
@@ -146,6 +146,7 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 	b.sql.publish = "SELECT " + p + "_publish($1, $2, $3, $4, $5, $6)"
 	b.sql.relay = "SELECT * FROM " + p + "_relay($1, $2, $3)"
 	b.sql.trim = "SELECT " + p + "_trim($1, $2)"
+	b.sql.head = "SELECT epoch, seq FROM " + p + "_meta"
 	b.sql.history = `SELECT m.epoch, clock_timestamp() - $3::interval, l.seq, l.epoch, l.at,
 			coalesce(l.topic, ''), coalesce(l.usr, ''), coalesce(l.client, ''), coalesce(l.body, '')
 		FROM ` + p + `_meta m LEFT JOIN LATERAL (
@@ -227,6 +228,27 @@ func (b *Broker) BroadcastSQL(ctx context.Context, tx *sql.Tx, msg notify.Socket
 		return fmt.Errorf("pgbroker: publishing in transaction: %w", err)
 	}
 	return nil
+}
+
+// Head implements [notify.Broker] with one read of the meta row: the
+// stream's epoch and the last seq the relay gave. Committed rows not yet
+// numbered are not part of it; no node has delivered them either. Before
+// the first relay (no meta row) it returns a zero Position.
+func (b *Broker) Head(ctx context.Context) (notify.Position, error) {
+	if b.isClosed() {
+		return notify.Position{}, ErrClosed
+	}
+	var p notify.Position
+	var seq int64
+	err := b.pool.QueryRow(ctx, b.sql.head).Scan(&p.Epoch, &seq)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return notify.Position{}, nil
+	case err != nil:
+		return notify.Position{}, fmt.Errorf("pgbroker: reading the head: %w", err)
+	}
+	p.Seq = uint64(seq)
+	return p, nil
 }
 
 // History implements [notify.Broker] with one query. It returns the

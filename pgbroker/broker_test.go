@@ -63,6 +63,13 @@ func TestPublishAndHistory(t *testing.T) {
 	if ms, err := a.History(ctx, 3, 3); err != nil || len(ms) != 0 {
 		t.Errorf("History(3, 3) = %+v, %v; want nothing", ms, err)
 	}
+	// Head is the stream's, whichever broker published: the raw message
+	// takes no seq.
+	for _, x := range []*pgbroker.Broker{a, b} {
+		if head, err := x.Head(ctx); err != nil || head != (notify.Position{Epoch: epoch, Seq: 3}) {
+			t.Errorf("Head = %+v, %v; want %s/3", head, err, epoch)
+		}
+	}
 }
 
 // A subscriber receives, in order and exactly once, what is published after

@@ -1,11 +1,15 @@
 package redisbroker_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +17,240 @@ import (
 	"github.com/wsnotify/notify"
 	"github.com/wsnotify/notify/redisbroker"
 )
+
+// BenchmarkNodes measures a cluster as users run one: three nodes on one
+// Redis, 1,000 WebSocket clients spread over them, and publishers calling
+// Broadcast on node A. Each client subscribes to a topic of its own (a
+// user's or a record's), and each message goes to one of them in turn, so
+// two messages in three reach a client of another node: the benchmark
+// measures the path through Redis, not the fan-out to many connections,
+// which the core's benchmarks cover. Each case publishes b.N messages:
+//
+//   - publishers=1 and publishers=8: each publisher broadcasts in a loop,
+//     as fast as Broadcast returns;
+//   - rate=1000: one publisher offered 1,000 messages/s.
+//
+// It reports msgs/s (b.N over the time until the last Broadcast returned),
+// delivered/s (b.N over the time until every client had every message of
+// its topic), pub-p50/p99 (the duration of a Broadcast call) and
+// e2e-p50/p99 (from the Broadcast call to the client's read, on the
+// clients of nodes B and C), and the CPU time per message of this process
+// (the three nodes, the publishers and the clients: proc-cpu-µs) and of
+// redis-server (redis-cpu-µs), which a machine shared with other jobs
+// disturbs less than rates and latencies. Every client checks that its seqs only grow,
+// and together they must have received every seq from 1 to b.N exactly
+// once: nothing lost, duplicated or reordered.
+//
+//	go test -run '^$' -bench Nodes -benchtime 20000x -count 3
+func BenchmarkNodes(b *testing.B) {
+	for _, c := range []struct {
+		name       string
+		publishers int
+		rate       int // messages per second offered; 0: as fast as Broadcast returns
+	}{
+		{"publishers=1", 1, 0},
+		{"publishers=8", 8, 0},
+		{"rate=1000", 1, 1000},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchNodes(b, c.publishers, c.rate) })
+	}
+}
+
+const benchClients = 1000
+
+func benchNodes(b *testing.B, publishers, rate int) {
+	s := startRedis(b)
+	var urls []string
+	var regs []*notify.Registry
+	for range 3 {
+		reg, url := benchNode(b, s, b.N)
+		regs, urls = append(regs, reg), append(urls, url)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var (
+		mu        sync.Mutex
+		e2e       []time.Duration
+		got       = make([]int, b.N+1) // times each seq was received
+		delivered sync.WaitGroup
+		errs      = make(chan error, benchClients+publishers)
+	)
+	for i := range benchClients {
+		node := i % 3
+		cl := connect(b, fmt.Sprintf("client%d@%d", i, node), fmt.Sprintf("%s?since=now&topic=t%d", urls[node], i))
+		share := b.N / benchClients // messages k with k % benchClients == i
+		if i < b.N%benchClients {
+			share++
+		}
+		delivered.Add(1)
+		go func() {
+			finished := false
+			defer func() {
+				if !finished {
+					delivered.Done()
+				}
+			}()
+			var m struct {
+				Seq  uint64
+				Data int64
+			}
+			lat := make([]time.Duration, 0, share)
+			seqs := make([]uint64, 0, share)
+			for range share {
+				_, frame, err := cl.conn.Read(ctx)
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", cl.name, err)
+					return
+				}
+				now := time.Now()
+				if err := json.Unmarshal(frame, &m); err != nil || len(seqs) > 0 && m.Seq <= seqs[len(seqs)-1] {
+					errs <- fmt.Errorf("%s: got %q (%v) after seq %v", cl.name, frame, err, seqs)
+					return
+				}
+				seqs = append(seqs, m.Seq)
+				lat = append(lat, now.Sub(time.Unix(0, m.Data)))
+			}
+			mu.Lock()
+			if node != 0 {
+				e2e = append(e2e, lat...)
+			}
+			for _, q := range seqs {
+				if q >= 1 && q <= uint64(b.N) {
+					got[q]++
+				}
+			}
+			mu.Unlock()
+			finished = true
+			delivered.Done()
+			// Go on reading, so that the client answers the server's pings
+			// until the benchmark closes it.
+			for {
+				if _, _, err := cl.conn.Read(ctx); err != nil {
+					return
+				}
+			}
+		}()
+	}
+
+	s.mu.Lock()
+	redisPid := s.cmd.Process.Pid
+	s.mu.Unlock()
+	procCPU, redisCPU := cpuTime(os.Getpid()), cpuTime(redisPid)
+
+	pub := make([][]time.Duration, publishers)
+	var next sync.Mutex
+	k := 0 // the next message's topic number
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := range publishers {
+		n := b.N / publishers
+		if p < b.N%publishers {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, n)
+			var tick *time.Ticker
+			if rate > 0 {
+				tick = time.NewTicker(time.Second / time.Duration(rate))
+				defer tick.Stop()
+			}
+			for range n {
+				if tick != nil {
+					<-tick.C
+				}
+				next.Lock()
+				topic := "t" + strconv.Itoa(k%benchClients)
+				k++
+				next.Unlock()
+				t := time.Now()
+				if err := regs[0].Broadcast(ctx, notify.SocketMessage{Type: "bench", Topic: topic, Data: t.UnixNano()}); err != nil {
+					errs <- err
+					return
+				}
+				lat = append(lat, time.Since(t))
+			}
+			pub[p] = lat
+		}()
+	}
+	wg.Wait()
+	published := time.Since(start)
+	delivered.Wait()
+	all := time.Since(start)
+	b.StopTimer()
+	procCPU, redisCPU = cpuTime(os.Getpid())-procCPU, cpuTime(redisPid)-redisCPU
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	for q := 1; q <= b.N; q++ {
+		if got[q] != 1 {
+			b.Fatalf("seq %d received %d times, want once", q, got[q])
+		}
+	}
+
+	b.ReportMetric(float64(b.N)/published.Seconds(), "msgs/s")
+	b.ReportMetric(float64(b.N)/all.Seconds(), "delivered/s")
+	if procCPU > 0 {
+		b.ReportMetric(float64(procCPU.Microseconds())/float64(b.N), "proc-cpu-µs")
+		b.ReportMetric(float64(redisCPU.Microseconds())/float64(b.N), "redis-cpu-µs")
+	}
+	var pubs []time.Duration
+	for _, l := range pub {
+		pubs = append(pubs, l...)
+	}
+	for name, l := range map[string][]time.Duration{"pub": pubs, "e2e": e2e} {
+		if len(l) == 0 { // b.N == 1: the message went to node A
+			continue
+		}
+		slices.Sort(l)
+		pct := func(p float64) float64 { return float64(l[int(p*float64(len(l)-1))].Microseconds()) }
+		b.ReportMetric(pct(0.50), name+"-p50-µs")
+		b.ReportMetric(pct(0.99), name+"-p99-µs")
+	}
+}
+
+// cpuTime returns the CPU time (user and system) process pid has used, from
+// /proc; 0 where there is no /proc.
+func cpuTime(pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) start at state:
+	// utime and stime are the 14th and 15th fields, in clock ticks of
+	// 1/100 s on Linux.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * 10 * time.Millisecond
+}
+
+// benchNode starts a Registry on a Broker of its own on s, with history and
+// queues that hold a whole run, so that nothing is trimmed or dropped
+// while the fan-out trails the publishers.
+func benchNode(b *testing.B, s *redisServer, n int) (*notify.Registry, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	br, err := redisbroker.New(ctx, &redisbroker.Options{Addr: s.addr, HistoryLength: max(n, 10000)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := notify.New(&notify.Options{Broker: br, QueueLength: 2 * n, QueueBytes: 1 << 30})
+	srv := httptest.NewServer(reg.Handler())
+	b.Cleanup(func() {
+		reg.Close()
+		srv.Close()
+		br.Close()
+	})
+	return reg, "ws" + strings.TrimPrefix(srv.URL, "http")
+}
 
 // BenchmarkBroadcastAcrossNodes measures messages from Broadcast on node A,
 // through Redis, to a WebSocket client of node B: throughput (msgs/s) and

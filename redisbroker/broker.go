@@ -35,6 +35,12 @@ type Broker struct {
 	// Registry believes in: History returns only messages of that epoch.
 	epoch atomic.Pointer[string]
 
+	// ctx is cancelled by Close; batches of queued publishes are sent with
+	// it (see publisher).
+	ctx    context.Context
+	cancel context.CancelFunc
+	pub    publisher
+
 	closed atomic.Bool
 	mu     sync.Mutex // guards subs, and closed's change from false to true
 	subs   map[*subscription]struct{}
@@ -78,8 +84,16 @@ type Options struct {
 
 	// Logger receives connection losses and recoveries (Warn, Info),
 	// epoch changes (Warn), messages trimmed before this node read them
-	// and malformed stream entries, which are skipped (Error). Default:
-	// discard.
+	// and malformed stream entries, which are skipped (Error). Pass the
+	// Registry's logger. Default: discard.
+	//
+	// If set, it also receives go-redis's own log lines (dial failures,
+	// pool warnings; at Warn, with source=go-redis), which go-redis
+	// otherwise prints to stderr. go-redis has one logger per process
+	// (redis.SetLogger), so this is process-wide: New points it at the
+	// Logger of the last Broker created with one, and it stays there
+	// after Close. A program that calls redis.SetLogger itself should do
+	// so after New.
 	Logger *slog.Logger
 }
 
@@ -119,6 +133,8 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	} else {
+		routeRedisLogs(o.Logger)
 	}
 	var ro redis.UniversalOptions
 	if o.Redis != nil {
@@ -141,6 +157,7 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 		log:    o.Logger,
 		subs:   map[*subscription]struct{}{},
 	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	// A delivery loop needs one connection, held by a blocking XREAD, and
 	// closes its client to interrupt it.
 	b.subRdb.PoolSize = 1
@@ -150,6 +167,7 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 
 	where := strings.Join(ro.Addrs, ",")
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
+		b.cancel()
 		b.rdb.Close()
 		return nil, fmt.Errorf("redisbroker: cannot reach Redis at %s: %w", where, err)
 	}
@@ -157,6 +175,7 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 	// benefit of the doubt; an old one fails at the first XADD instead.
 	if info, err := b.rdb.Info(ctx, "server").Result(); err == nil {
 		if v := infoField(info, "redis_version"); v != "" && !atLeast(v, 5) {
+			b.cancel()
 			b.rdb.Close()
 			return nil, fmt.Errorf("redisbroker: Redis at %s is version %s; Streams need 5.0 or later", where, v)
 		}
@@ -164,31 +183,22 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 	return b, nil
 }
 
-// Publish implements [notify.Broker]: one script appends m to the stream
-// with the next seq (or, if m.Raw, without one), trims the stream to about
-// HistoryLength, and returns the seq. It does not wait for delivery.
-//
-// An error means the message may not have been published: Redis was
-// unreachable, or the reply was lost (then it may have been). Publish
-// never retries by itself, since a retry could publish twice.
-func (b *Broker) Publish(ctx context.Context, m notify.Message) (uint64, error) {
+// Head implements [notify.Broker] with one HMGET of the meta key: the
+// stream's epoch and the last seq given, by any node. Before the first
+// publish or subscribe (no meta) it returns a zero Position; it never
+// creates the key.
+func (b *Broker) Head(ctx context.Context) (notify.Position, error) {
 	if b.isClosed() {
-		return 0, ErrClosed
+		return notify.Position{}, ErrClosed
 	}
-	raw := "0"
-	if m.Raw {
-		raw = "1"
-	}
-	r, err := publishScript.Run(ctx, b.rdb, b.keys,
-		newEpoch(), b.opts.HistoryLength, raw, m.Topic, m.User, m.Client, m.Body).Slice()
+	r, err := b.rdb.HMGet(ctx, b.keys[0], "epoch", "seq").Result()
 	if err != nil {
-		return 0, fmt.Errorf("redisbroker: %w", err)
+		return notify.Position{}, fmt.Errorf("redisbroker: reading the head: %w", err)
 	}
-	seq, _ := r[0].(int64)
-	if m.Raw || seq <= 0 {
-		return 0, nil
-	}
-	return uint64(seq), nil
+	epoch, _ := r[0].(string)
+	s, _ := r[1].(string)
+	seq, _ := strconv.ParseUint(s, 10, 64)
+	return notify.Position{Epoch: epoch, Seq: seq}, nil
 }
 
 // History implements [notify.Broker] with one XRANGE. It returns the
@@ -279,6 +289,8 @@ func (b *Broker) Close() error {
 	for _, s := range subs {
 		s.cancel()
 	}
+	b.cancel()
+	b.pub.close()
 	if err := b.rdb.Close(); err != nil {
 		return fmt.Errorf("redisbroker: closing: %w", err)
 	}
@@ -340,6 +352,25 @@ func newEpoch() string {
 	var id [8]byte
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
 	return hex.EncodeToString(id[:])
+}
+
+// redisLogs is where go-redis's log lines go once routeRedisLogs ran.
+var (
+	redisLogs     atomic.Pointer[slog.Logger]
+	redisLogsOnce sync.Once
+)
+
+// routeRedisLogs points go-redis's process-wide logger at l.
+func routeRedisLogs(l *slog.Logger) {
+	redisLogs.Store(l)
+	redisLogsOnce.Do(func() { redis.SetLogger(redisLogger{}) })
+}
+
+// redisLogger is go-redis's logger (redis.SetLogger) writing to redisLogs.
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	redisLogs.Load().WarnContext(ctx, fmt.Sprintf(format, v...), "source", "go-redis")
 }
 
 // infoField returns one "name:value" line of an INFO reply.

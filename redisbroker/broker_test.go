@@ -3,8 +3,11 @@ package redisbroker_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -281,5 +284,91 @@ func TestHistoryRefusesAnotherEpoch(t *testing.T) {
 	}
 	if ms, err := b.History(ctx, 0, 2); err != nil || len(ms) != 2 {
 		t.Errorf("History in the new epoch = %q, %v", bodies(ms), err)
+	}
+}
+
+// Concurrent publishers on one Broker share script calls, and still every
+// caller gets its own seq, the seqs are gap-free, each goroutine's messages
+// keep their order, and the stream holds each message under the seq its
+// caller was given.
+func TestConcurrentPublishers(t *testing.T) {
+	t.Parallel()
+	s := startRedis(t)
+	pub := newBroker(t, s, redisbroker.Options{})
+	other := newBroker(t, s, redisbroker.Options{})
+	const publishers, each = 8, 300
+	got := make([][]uint64, publishers)
+	errs := make(chan error, publishers)
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				seq, err := pub.Publish(ctx, notify.Message{Body: fmt.Appendf(nil, `{"p":%d,"i":%d}`, p, i)})
+				if err != nil {
+					errs <- err
+					return
+				}
+				got[p] = append(got[p], seq)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	body := map[uint64]string{} // what each seq must hold
+	for p, seqs := range got {
+		if !slices.IsSorted(seqs) {
+			t.Errorf("publisher %d: seqs out of order: %v", p, seqs)
+		}
+		for i, seq := range seqs {
+			if prev, dup := body[seq]; dup {
+				t.Fatalf("seq %d given twice: %s and publisher %d's %d", seq, prev, p, i)
+			}
+			body[seq] = fmt.Sprintf(`{"p":%d,"i":%d}`, p, i)
+		}
+	}
+	ms, err := other.History(ctx, 0, publishers*each)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != publishers*each {
+		t.Fatalf("History holds %d messages, want %d", len(ms), publishers*each)
+	}
+	for i, m := range ms {
+		if m.Seq != uint64(i+1) || string(m.Body) != body[m.Seq] {
+			t.Fatalf("History[%d] = seq %d %s, want seq %d %s", i, m.Seq, m.Body, i+1, body[uint64(i+1)])
+		}
+	}
+	if head, err := other.Head(ctx); err != nil || head != (notify.Position{Epoch: ms[0].Epoch, Seq: publishers * each}) {
+		t.Errorf("Head = %+v, %v; want %s/%d", head, err, ms[0].Epoch, publishers*each)
+	}
+}
+
+// Head reads the stream's position without creating it, and fails after
+// Close.
+func TestHead(t *testing.T) {
+	t.Parallel()
+	s := startRedis(t)
+	a := newBroker(t, s, redisbroker.Options{})
+	if head, err := a.Head(ctx); err != nil || head != (notify.Position{}) {
+		t.Errorf("Head of a new Redis = %+v, %v; want a zero Position", head, err)
+	}
+	if got := s.do("EXISTS", "{notify}:meta"); got != ":0" {
+		t.Errorf("Head created the meta key: EXISTS = %s", got)
+	}
+	publish(t, a, notify.Message{Body: []byte(`{}`)})
+	publish(t, a, notify.Message{Raw: true, Body: []byte("raw")})
+	head, err := a.Head(ctx)
+	if err != nil || head.Seq != 1 || head.Epoch == "" {
+		t.Errorf("Head = %+v, %v; want seq 1 of an epoch", head, err)
+	}
+	a.Close()
+	if _, err := a.Head(ctx); !errors.Is(err, redisbroker.ErrClosed) {
+		t.Errorf("Head after Close: %v, want ErrClosed", err)
 	}
 }

@@ -16,7 +16,10 @@
 // Every message is one entry of a Redis stream ({notify}:log), appended by a
 // Lua script that also assigns its seq: entry IDs are "<seq>-0", so stream
 // order is seq order, one order for every node. The script trims the stream
-// with XADD MAXLEN ~ [Options.HistoryLength]. Each Subscribe runs one
+// with XADD MAXLEN ~ [Options.HistoryLength]. Concurrent Publish calls on
+// one Broker share script calls: what queues while batches are in flight
+// goes out as one call that appends the batch in order and returns each
+// seq. Each Subscribe runs one
 // goroutine that follows the stream with blocking XREADs on its own
 // connection and hands entries to the Registry; [Broker.History] is one
 // XRANGE. Topic, User and Client travel in the entry, and every node applies
@@ -39,7 +42,10 @@
 // # Guarantees
 //
 // While Redis is up, every node delivers every message exactly once, in seq
-// order. A node whose own connection drops reconnects with backoff and
+// order, and a client can resume on any node, even one that has not yet
+// delivered the seq it resumes from: the Registry reads the stream's head
+// ([Broker.Head]) and waits for the node to catch up. A node whose own
+// connection drops reconnects with backoff and
 // delivers what it missed from the stream; if it missed more than the
 // stream retains, the seq skips ahead and the Registry sends resumable
 // connections a notify.gap (reason "expired") first. When Redis itself

@@ -2,6 +2,7 @@ package redisbroker_test
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/wsnotify/notify"
+	"github.com/wsnotify/notify/redisbroker"
 )
 
 // Publish while Redis is down returns an error to the caller of
@@ -320,5 +322,43 @@ func TestMalformedEntriesAreSkipped(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"five"}, labels(live.readUntil("five"))); diff != "" {
 		t.Errorf("live client after the resume (-want +got):\n%s", diff)
+	}
+}
+
+// go-redis's own log lines (here: its connection pool failing to dial a
+// Redis that is gone) go to the Broker's Logger, not to stderr. Not
+// parallel: go-redis has one logger per process, and this test must be the
+// last to create a Broker with a Logger while it runs.
+func TestRedisLogsReachTheLogger(t *testing.T) {
+	s := startRedis(t)
+	logs := &logRecorder{}
+	b := newBroker(t, s, redisbroker.Options{Logger: slog.New(logs)})
+	s.kill()
+	if _, err := b.Publish(ctx, notify.Message{Body: []byte(`{}`)}); err == nil {
+		t.Fatal("Publish succeeded without a Redis")
+	}
+	logs.waitFor(t, "WARN redis: connection pool: failed to dial")
+}
+
+// Stats tells a readiness probe whether the broker answers: false within
+// about a second of Redis going away, true again within about a second of
+// its return.
+func TestStatsBrokerConnected(t *testing.T) {
+	t.Parallel()
+	logs := &logRecorder{}
+	s, nodes := cluster(t, 1, func() *notify.Options { return &notify.Options{Logger: slog.New(logs)} })
+	a := nodes[0]
+	if st := a.reg.Stats(); !st.BrokerConnected || st.BrokerLag != 0 {
+		t.Fatalf("at start: connected %v, lag %d; want true, 0", st.BrokerConnected, st.BrokerLag)
+	}
+	s.kill()
+	logs.waitFor(t, "WARN notify: broker unreachable")
+	if st := a.reg.Stats(); st.BrokerConnected {
+		t.Error("Redis down: BrokerConnected true")
+	}
+	s.restart()
+	logs.waitFor(t, "INFO notify: broker reachable again")
+	if st := a.reg.Stats(); !st.BrokerConnected {
+		t.Error("Redis back: BrokerConnected false")
 	}
 }

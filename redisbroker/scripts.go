@@ -32,23 +32,30 @@ end
 if not epoch then fresh() end
 `
 
-// publishScript appends one message. KEYS: meta, log. ARGV: candidate
-// epoch, history length, "1" if raw, topic, user, client, body. It returns
-// {seq, epoch}. The entry's time t comes from Redis's clock (microseconds),
-// so the age limit does not depend on the nodes' clocks agreeing.
+// publishScript appends a batch of messages, in order. KEYS: meta, log.
+// ARGV: candidate epoch, history length, then five per message: "1" if
+// raw, topic, user, client, body. It returns each message's seq (0 for a
+// raw one). The entries' time t comes from Redis's clock (microseconds),
+// read once per batch, so the age limit does not depend on the nodes'
+// clocks agreeing.
 var publishScript = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end -- Redis 5: allow TIME before writes
 ` + openLua + `
-if ARGV[3] == '1' then sub = sub + 1 else seq, sub = seq + 1, 0 end
 local now = redis.call('TIME')
-local f = {KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('%d-%d', seq, sub),
-  'e', epoch, 't', now[1] .. string.format('%06d', tonumber(now[2])), 'b', ARGV[7]}
-if ARGV[4] ~= '' then f[#f+1] = 'p'; f[#f+1] = ARGV[4] end
-if ARGV[5] ~= '' then f[#f+1] = 'u'; f[#f+1] = ARGV[5] end
-if ARGV[6] ~= '' then f[#f+1] = 'c'; f[#f+1] = ARGV[6] end
-redis.call('XADD', unpack(f))
+local t = now[1] .. string.format('%06d', tonumber(now[2]))
+local out = {}
+for i = 3, #ARGV, 5 do
+  local raw = ARGV[i] == '1'
+  if raw then sub = sub + 1 else seq, sub = seq + 1, 0 end
+  local f = {KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('%d-%d', seq, sub), 'e', epoch, 't', t, 'b', ARGV[i+4]}
+  if ARGV[i+1] ~= '' then f[#f+1] = 'p'; f[#f+1] = ARGV[i+1] end
+  if ARGV[i+2] ~= '' then f[#f+1] = 'u'; f[#f+1] = ARGV[i+2] end
+  if ARGV[i+3] ~= '' then f[#f+1] = 'c'; f[#f+1] = ARGV[i+3] end
+  redis.call('XADD', unpack(f))
+  if raw then out[#out+1] = 0 else out[#out+1] = seq end
+end
 redis.call('HSET', KEYS[1], 'seq', string.format('%d', seq), 'sub', string.format('%d', sub))
-return {seq, epoch}
+return out
 `)
 
 // syncScript tells a delivery loop where the stream stands. KEYS: meta, log.
