@@ -273,13 +273,17 @@ func (r *Registry) checkLimits(o ConnOptions) (int, error) {
 	return 0, nil
 }
 
-// logRefusal logs a refused upgrade (see warnThrottled). Query strings are
-// never logged, since they may carry tokens.
+// logRefusal logs a refused upgrade or stream (see warnThrottled). Query
+// strings are never logged, since they may carry tokens.
 func (r *Registry) logRefusal(status int, req *http.Request, err error) {
 	if status == http.StatusInternalServerError {
 		return // contain logged it, with the stack
 	}
-	r.warnThrottled(status, "notify: upgrade refused",
+	msg := "notify: upgrade refused"
+	if isEventStream(req) {
+		msg = "notify: event stream refused"
+	}
+	r.warnThrottled(status, msg,
 		"status", status, "remote", req.RemoteAddr, "path", req.URL.Path, "origin", req.Header.Get("Origin"), "err", err)
 }
 

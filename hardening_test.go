@@ -626,6 +626,10 @@ func TestQueryTokensAreNeverLogged(t *testing.T) {
 			t.Errorf("%s: %v, want %d", tt.query, err, tt.want)
 		}
 	}
+	// A refused event stream is logged as one, token-free as well.
+	if _, resp := openStream(t, nil, s.srv.URL+"?token="+secret, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("stream with a bad token: %d, want 401", resp.StatusCode)
+	}
 	// An accepted connection that is then closed for abuse is logged too.
 	c := dial(t, s.ws+"?token=good-"+secret)
 	for range 3 {
@@ -637,7 +641,10 @@ func TestQueryTokensAreNeverLogged(t *testing.T) {
 	s.waitGone(t, 1)
 	out := logs.String()
 	if n := strings.Count(out, "upgrade refused"); n != 4 {
-		t.Errorf("%d refusals logged, want 4:\n%s", n, out)
+		t.Errorf("%d refused upgrades logged, want 4:\n%s", n, out)
+	}
+	if n := strings.Count(out, "event stream refused"); n != 1 {
+		t.Errorf("%d refused streams logged, want 1:\n%s", n, out)
 	}
 	if strings.Contains(out, secret) {
 		t.Errorf("a log line carries the query token:\n%s", out)
