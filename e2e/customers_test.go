@@ -458,6 +458,15 @@ func (a *customersAPI) create(name string) app.Customer {
 	return c
 }
 
+// createWith creates a customer with this email, not the one emailFor
+// makes up.
+func (a *customersAPI) createWith(name, email string) app.Customer {
+	a.t.Helper()
+	c := a.call(http.MethodPost, "/api/customers", http.StatusCreated, email, name)
+	a.model[c.ID] = c
+	return c
+}
+
 func (a *customersAPI) update(id int64, name string) app.Customer {
 	a.t.Helper()
 	c := a.call(http.MethodPut, fmt.Sprintf("/api/customers/%d", id), http.StatusOK, emailFor(name), name)
