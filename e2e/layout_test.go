@@ -21,8 +21,9 @@ import (
 // of the page reaches past the viewport's right edge (nor starts left of
 // it) and that the page cannot scroll sideways, and it writes a screenshot
 // to the output folder (see outputDir), as it does of the page cut off at
-// 400 pixels, its controls disabled. Over WebSocket, and over SSE with the
-// demo refusing upgrades.
+// 400 pixels, its controls disabled. Then it checks that the log keeps
+// only its newest 40 entries. Over WebSocket, and over SSE with the demo
+// refusing upgrades.
 func TestCustomersPageLayout(t *testing.T) {
 	chromium(t)
 	for _, tr := range transports {
@@ -67,6 +68,19 @@ func testCustomersPageLayout(t *testing.T, transport string) {
 	checkControls(t, b, false)
 	checkNoOverflow(t, b, 400)
 	b.screenshot(fmt.Sprintf("customers-%s-400-offline.png", transport))
+
+	// The log keeps the newest 40 entries.
+	px.start()
+	b.waitFor(`#state is "open" again`, stateIs("open"))
+	var last app.Customer
+	for i := range 45 {
+		last = api.create(fmt.Sprintf("Filler %d", i))
+	}
+	b.waitRow(last)
+	entries := eval[[]liveLogEntry](b, logJS)
+	if len(entries) != 40 || entries[39].Seq != reg.Position().Seq {
+		t.Errorf("the log holds %d entries, the newest %+v; want 40, the newest the last change, seq %d", len(entries), entries[len(entries)-1], reg.Position().Seq)
+	}
 }
 
 // checkNoOverflow fails the test if the page, its viewport width pixels
