@@ -107,10 +107,12 @@ func testCustomersResumeAfterDrop(t *testing.T, transport string, history int, g
 	api := newCustomersAPI(t, srv)
 
 	ada := api.create("Ada Lovelace") // before the page: it comes from the list
+	listed := reg.Position().Seq
 	b := newBrowser(t)
 	b.navigate(px.url())
 	b.waitFor(`#state is "open"`, stateIs("open"))
 	b.waitRow(ada)
+	checkControls(t, b, true)
 
 	grace := api.create("Grace Hopper") // live
 	linus := api.create("Linus Torvalds")
@@ -135,8 +137,10 @@ func testCustomersResumeAfterDrop(t *testing.T, transport string, history int, g
 
 	b.note("test: stop the proxy")
 	created := b.socketsNow().Created
+	before := reg.Position().Seq // the page has seen every change so far
 	px.stop()
 	b.waitFor(`#state leaves "open"`, "!("+stateIs("open")+")")
+	checkControls(t, b, false)
 
 	b.note("test: changes while the page is away")
 	api.create("Barbara Liskov")
@@ -151,10 +155,26 @@ func testCustomersResumeAfterDrop(t *testing.T, transport string, history int, g
 		return s.Created > created && s.Closed >= s.Created
 	})
 
+	away := reg.Position().Seq
+
 	b.note("test: restart the proxy")
 	px.start()
 	b.waitFor(`#state is "open" again`, stateIs("open"))
+	// The log tells of the resume once the replay has arrived; with a
+	// short history it tells of the gap, then of the reload.
+	via := map[string]string{"websocket": "WS", "sse": "SSE"}[transport]
+	reconnected := []liveLogEntry{{Kind: "resume", Text: fmt.Sprintf("resumed after seq %d, %d replayed", before, away-before), Via: via}}
+	if gap != "" {
+		reconnected = []liveLogEntry{
+			{Kind: "gap", Text: fmt.Sprintf("gap after seq %d: the page was away longer than the server's history; reloading the list", before), Via: via},
+			{Kind: "reload", Text: fmt.Sprintf("list reloaded at seq %d: %d customers, 0 held messages applied", away, len(api.model)), Via: via},
+		}
+	}
+	last := reconnected[len(reconnected)-1]
+	b.waitFor("the log to show "+last.Text, logShows(last.Kind, last.Text))
 	api.checkPage(b, store)
+	checkControls(t, b, true)
+	checkLog(t, b, via, listed, before, away, reconnected)
 
 	if n := eval[int](b, `document.querySelectorAll("#customers b").length`); n != 0 {
 		t.Errorf("a customer's name was rendered as HTML: %d <b> elements in the list", n)
@@ -178,6 +198,88 @@ func testCustomersResumeAfterDrop(t *testing.T, transport string, history int, g
 	}
 	if n := lists.Load(); n != 2 {
 		t.Errorf("the page loaded the list %d times, want 2: at start, and once after the gap", n)
+	}
+}
+
+// checkControls checks that the page's edit controls (the form and every
+// row's buttons) are enabled exactly when open, and that #offline says so
+// when they are not.
+func checkControls(t *testing.T, b *browser, open bool) {
+	t.Helper()
+	type controls struct {
+		Enabled, Disabled int
+		Offline           string
+	}
+	got := eval[controls](b, `(() => {
+		const els = [...document.querySelectorAll("#form input, #form button, #customers button")];
+		const offline = document.getElementById("offline");
+		return {
+			enabled: els.filter((el) => !el.disabled).length,
+			disabled: els.filter((el) => el.disabled).length,
+			offline: offline.hidden ? "" : offline.textContent,
+		};
+	})()`)
+	rows := eval[int](b, `document.querySelectorAll("#customers tr").length`)
+	want := controls{Enabled: 3 + 2*rows}
+	if !open {
+		want = controls{Disabled: 3 + 2*rows, Offline: "Not connected: editing is paused until live updates are back."}
+	}
+	if diff := gocmp.Diff(want, got); diff != "" {
+		t.Errorf("the edit controls with the stream open=%t (-want +got):\n%s", open, diff)
+	}
+}
+
+// liveLogEntry is one entry of the page's live log, as the tests read it.
+type liveLogEntry struct {
+	Kind     string `json:"kind"` // data-kind: message, connect, resume, lost, gap, reload
+	Seq      uint64 `json:"seq"`  // a message's seq
+	Text     string `json:"text"` // without the time
+	Via      string `json:"via"`  // WS or SSE
+	Replayed bool   `json:"replayed"`
+}
+
+// logJS reads the live log, oldest entry first.
+const logJS = `[...document.querySelectorAll("#log li")].reverse().map((li) => ({
+	kind: li.dataset.kind,
+	seq: Number(li.dataset.seq ?? 0),
+	text: li.querySelector(".what").textContent,
+	via: li.querySelector(".via").textContent,
+	replayed: li.classList.contains("replayed"),
+}))`
+
+// logShows is a JavaScript condition: the newest entry of this kind in
+// the log reads text.
+func logShows(kind, text string) string {
+	return fmt.Sprintf(`document.querySelector('#log li[data-kind=%q] .what')?.textContent === %s`, kind, jsString(text))
+}
+
+// checkLog compares the page's whole live log with what the stream did:
+// the first connection after the list's seq (listed); each notification
+// the server sent (read from the frames the browser received) once, in
+// order, with its seq, type and the customer's name; the connection lost
+// after seq before; the reconnection's entries; and the messages after
+// it, those up to seq away marked as replayed.
+func checkLog(t *testing.T, b *browser, via string, listed, before, away uint64, reconnected []liveLogEntry) {
+	t.Helper()
+	want := []liveLogEntry{{Kind: "connect", Text: fmt.Sprintf("connected after seq %d, 0 replayed", listed), Via: via}}
+	lost := false
+	for _, f := range parseFrames(t, b.socketsNow().Frames) {
+		if f.Seq == 0 {
+			continue
+		}
+		if f.Seq > before && !lost {
+			lost = true
+			want = append(want, liveLogEntry{Kind: "lost", Text: "connection lost; reconnecting…", Via: via})
+			want = append(want, reconnected...)
+		}
+		var c app.Customer
+		if err := json.Unmarshal(f.Data, &c); err != nil {
+			t.Fatalf("%s: %v", f.Raw, err)
+		}
+		want = append(want, liveLogEntry{Kind: "message", Seq: f.Seq, Text: fmt.Sprintf("#%d %s %s", f.Seq, f.Type, c.Name), Via: via, Replayed: f.Seq > before && f.Seq <= away})
+	}
+	if diff := gocmp.Diff(want, eval[[]liveLogEntry](b, logJS)); diff != "" {
+		t.Errorf("the page's live log (-want +got):\n%s", diff)
 	}
 }
 
@@ -352,6 +454,15 @@ func newCustomersAPI(t *testing.T, srv *httptest.Server) *customersAPI {
 func (a *customersAPI) create(name string) app.Customer {
 	a.t.Helper()
 	c := a.call(http.MethodPost, "/api/customers", http.StatusCreated, emailFor(name), name)
+	a.model[c.ID] = c
+	return c
+}
+
+// createWith creates a customer with this email, not the one emailFor
+// makes up.
+func (a *customersAPI) createWith(name, email string) app.Customer {
+	a.t.Helper()
+	c := a.call(http.MethodPost, "/api/customers", http.StatusCreated, email, name)
 	a.model[c.ID] = c
 	return c
 }

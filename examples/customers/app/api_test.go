@@ -137,7 +137,7 @@ func TestPageScriptAndSocketEndpoint(t *testing.T) {
 		t.Errorf("page Content-Type %q", got)
 	}
 	// The hooks the browser test relies on, and the client it loads.
-	for _, hook := range []string{`id="customers"`, `id="state"`, `id="name"`, `id="email"`, `id="add"`, `from "./notify.js"`, `connect("ws"`, "tr.dataset.id"} {
+	for _, hook := range []string{`id="customers"`, `id="state"`, `id="name"`, `id="email"`, `id="add"`, `id="offline"`, `id="log"`, "li.dataset.kind", `from "./notify.js"`, `connect("ws"`, "tr.dataset.id"} {
 		if !strings.Contains(page.body, hook) {
 			t.Errorf("page lacks %s", hook)
 		}
