@@ -390,8 +390,9 @@ func report(b *testing.B, elapsed time.Duration, latencies []time.Duration) {
 // other jobs disturbs least: the CPU time per message of this process (the
 // three Brokers and the publishers: proc-cpu-µs) and of redis-server
 // (redis-cpu-µs), and, from Redis's INFO commandstats, messages per
-// publishing script call (msgs/eval) and entries per XREAD call
-// (entries/xread).
+// publishing script call (msgs/eval), entries per XREAD call
+// (entries/xread) and the time Redis spent in the publishing script per
+// message (script-µs).
 //
 //	go test -run '^$' -bench '^BenchmarkPublish$' -benchtime 50000x
 func BenchmarkPublish(b *testing.B) {
@@ -486,12 +487,13 @@ func benchPublish(b *testing.B, publishers, rate int) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	evals, xreads := stats.calls()
+	evals, xreads, evalTime := stats.calls()
 
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(procCPU.Microseconds())/float64(b.N), "proc-cpu-µs")
 	b.ReportMetric(float64(redisCPU.Microseconds())/float64(b.N), "redis-cpu-µs")
 	if evals > 0 {
+		b.ReportMetric(float64(evalTime.Microseconds())/float64(b.N), "script-µs")
 		b.ReportMetric(float64(b.N)/float64(evals), "msgs/eval")
 	}
 	if xreads > 0 {
@@ -528,24 +530,35 @@ func (c commandStats) reset() {
 }
 
 // calls returns how many publishing script calls (EVALSHA and EVAL) and
-// XREAD calls Redis served since reset.
-func (c commandStats) calls() (evals, xreads int) {
+// XREAD calls Redis served since reset, and the time Redis spent running
+// the scripts (commands called from them included).
+func (c commandStats) calls() (evals, xreads int, evalTime time.Duration) {
 	info, err := c.rdb.Info(ctx, "commandstats").Result()
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	for line := range strings.Lines(info) {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok {
 			continue
 		}
-		n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+		var n, usec int
+		for f := range strings.SplitSeq(rest, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "calls":
+				n, _ = strconv.Atoi(v)
+			case "usec":
+				usec, _ = strconv.Atoi(v)
+			}
+		}
 		switch name {
 		case "cmdstat_evalsha", "cmdstat_eval":
 			evals += n
+			evalTime += time.Duration(usec) * time.Microsecond
 		case "cmdstat_xread":
 			xreads += n
 		}
 	}
-	return evals, xreads
+	return evals, xreads, evalTime
 }
