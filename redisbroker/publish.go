@@ -3,6 +3,7 @@ package redisbroker
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/wsnotify/notify"
@@ -20,11 +21,28 @@ import (
 // messages keep their order, since its next Publish begins after the last
 // one returned; each caller gets its own seq, or its batch's error.
 //
-// Two batches in flight rather than one let the next batch gather and
-// travel while Redis runs the last. In runs of eight publishers on the
-// README's 2-core machine, two did at least as well as one, and better
-// than eight (one per publisher, as before batching), within that shared
-// machine's noise.
+// What a busy stream costs is round trips, not messages: each script call
+// costs redis-server a fixed 20-40 µs (reading, EVALSHA, the reply) against
+// about 4 µs per message in it, and every batch wakes each node's XREAD
+// once, so every node pays per batch too. Batches are therefore made as
+// large as the callers allow without waiting on a timer:
+//
+//   - one batch in flight, not two: with two, eight publishers split into
+//     two halves that take turns, about 2.7 messages a call; with one, the
+//     queue gathers everyone but the batch in flight;
+//   - drain yields (runtime.Gosched) before it takes the queue, so that
+//     the callers its last batch just woke, runnable but not yet running,
+//     get to queue their next message first. Without the yield, the drain
+//     sent the half that had queued while the woken half was still
+//     waiting for a CPU (4.1 messages a call); with it, 7.3-7.7 of eight
+//     publishers' messages go in one call, and each node's XREAD reads as
+//     many per call. A yield costs no system call, and nothing waits on
+//     a clock: a lone publisher never reaches drain.
+//
+// On BenchmarkPublish with eight publishers, in alternating runs on the
+// README's shared 2-core machine, that took the CPU per message from
+// 40-58 µs to 24-32 µs in the Go process and from 34-42 µs to 27-28 µs in
+// redis-server.
 //
 // Rejected: a pipeline of one script call per message (Redis still parses
 // and runs a script per message, and go-redis builds a command each),
@@ -50,7 +68,7 @@ type publish struct {
 }
 
 const (
-	maxInFlight   = 2       // batches sent at once
+	maxInFlight   = 1       // batches sent at once
 	maxBatch      = 512     // messages in one script call
 	maxBatchBytes = 1 << 20 // their bodies' bytes (at least one message)
 )
@@ -128,6 +146,7 @@ func (b *Broker) sent() {
 func (b *Broker) drain() {
 	p := &b.pub
 	for {
+		runtime.Gosched() // let the callers just woken queue (see publisher)
 		p.mu.Lock()
 		n, bytes := 0, 0
 		for n < len(p.queue) && n < maxBatch && (n == 0 || bytes+len(p.queue[n].m.Body) <= maxBatchBytes) {
