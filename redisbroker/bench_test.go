@@ -38,9 +38,12 @@ import (
 // clients of nodes B and C), and the CPU time per message of this process
 // (the three nodes, the publishers and the clients: proc-cpu-µs) and of
 // redis-server (redis-cpu-µs), which a machine shared with other jobs
-// disturbs less than rates and latencies. Every client checks that its seqs only grow,
-// and together they must have received every seq from 1 to b.N exactly
-// once: nothing lost, duplicated or reordered.
+// disturbs less than rates and latencies, and from Redis's INFO
+// commandstats the messages per publishing script call (msgs/eval) and
+// the entries per XREAD call of the three nodes (entries/xread). Every
+// client checks that its seqs only grow, and together they must have
+// received every seq from 1 to b.N exactly once: nothing lost, duplicated
+// or reordered.
 //
 //	go test -run '^$' -bench Nodes -benchtime 20000x -count 3
 func BenchmarkNodes(b *testing.B) {
@@ -135,6 +138,8 @@ func benchNodes(b *testing.B, publishers, rate int) {
 	}
 
 	redisPid := s.pid()
+	stats := newCommandStats(b, s)
+	stats.reset()
 	procCPU, redisCPU := cpuTime(os.Getpid()), cpuTime(redisPid)
 
 	pub := make([][]time.Duration, publishers)
@@ -181,6 +186,7 @@ func benchNodes(b *testing.B, publishers, rate int) {
 	all := time.Since(start)
 	b.StopTimer()
 	procCPU, redisCPU = cpuTime(os.Getpid())-procCPU, cpuTime(redisPid)-redisCPU
+	evals, xreads, _ := stats.calls()
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)
@@ -196,6 +202,10 @@ func benchNodes(b *testing.B, publishers, rate int) {
 	if procCPU > 0 {
 		b.ReportMetric(float64(procCPU.Microseconds())/float64(b.N), "proc-cpu-µs")
 		b.ReportMetric(float64(redisCPU.Microseconds())/float64(b.N), "redis-cpu-µs")
+	}
+	if evals > 0 && xreads > 0 {
+		b.ReportMetric(float64(b.N)/float64(evals), "msgs/eval")
+		b.ReportMetric(float64(3*b.N)/float64(xreads), "entries/xread")
 	}
 	var pubs []time.Duration
 	for _, l := range pub {
