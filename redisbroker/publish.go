@@ -47,9 +47,19 @@ import (
 // Rejected: a pipeline of one script call per message (Redis still parses
 // and runs a script per message, and go-redis builds a command each),
 // go-redis's AutoPipeliner (experimental, and after a failed write it may
-// send a command again that Redis already ran: a publish twice), and a
+// send a command again that Redis already ran: a publish twice), a
 // long-lived sender goroutine (an extra hand-off for the lone publisher,
-// and a goroutine that idles for the Broker's life).
+// and a goroutine that idles for the Broker's life), waiting on a timer
+// for a batch to fill (Go's timers sleep a millisecond or more on a busy
+// machine, not the 100-200 µs such a wait would need), holding one
+// connection for the sender instead of taking it from the pool per call
+// (it would skip go-redis's check of the connection, a system call, but
+// that check is what lets the first publish after a Redis restart succeed
+// on a new connection instead of failing on the dead one; no CPU saving
+// was measurable either), and a leaner publishing script (calling XADD
+// without building a table, trimming once per batch): Redis spends about
+// 4 µs per message in it, mostly XADD, against a fixed 20-40 µs per call,
+// and the difference did not rise above the noise.
 type publisher struct {
 	mu       sync.Mutex
 	closed   bool           // set by Close: no new batch starts
