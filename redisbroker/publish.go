@@ -39,10 +39,10 @@ import (
 //     many per call. A yield costs no system call, and nothing waits on
 //     a clock: a lone publisher never reaches drain.
 //
-// On BenchmarkPublish with eight publishers, in alternating runs on the
+// On BenchmarkPublish with eight publishers, in runs taken in turn on the
 // README's shared 2-core machine, that took the CPU per message from
-// 40-58 µs to 24-32 µs in the Go process and from 34-42 µs to 27-28 µs in
-// redis-server.
+// 41-54 µs to 30-35 µs in the Go process and from 33-37 µs to 23-29 µs in
+// redis-server (README, "Measured").
 //
 // Rejected: a pipeline of one script call per message (Redis still parses
 // and runs a script per message, and go-redis builds a command each),
