@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/wsnotify/notify"
 	"github.com/wsnotify/notify/redisbroker"
 )
@@ -37,9 +38,12 @@ import (
 // clients of nodes B and C), and the CPU time per message of this process
 // (the three nodes, the publishers and the clients: proc-cpu-µs) and of
 // redis-server (redis-cpu-µs), which a machine shared with other jobs
-// disturbs less than rates and latencies. Every client checks that its seqs only grow,
-// and together they must have received every seq from 1 to b.N exactly
-// once: nothing lost, duplicated or reordered.
+// disturbs less than rates and latencies, and from Redis's INFO
+// commandstats the messages per publishing script call (msgs/eval) and
+// the entries per XREAD call of the three nodes (entries/xread). Every
+// client checks that its seqs only grow, and together they must have
+// received every seq from 1 to b.N exactly once: nothing lost, duplicated
+// or reordered.
 //
 //	go test -run '^$' -bench Nodes -benchtime 20000x -count 3
 func BenchmarkNodes(b *testing.B) {
@@ -133,9 +137,9 @@ func benchNodes(b *testing.B, publishers, rate int) {
 		}()
 	}
 
-	s.mu.Lock()
-	redisPid := s.cmd.Process.Pid
-	s.mu.Unlock()
+	redisPid := s.pid()
+	stats := newCommandStats(b, s)
+	stats.reset()
 	procCPU, redisCPU := cpuTime(os.Getpid()), cpuTime(redisPid)
 
 	pub := make([][]time.Duration, publishers)
@@ -182,6 +186,7 @@ func benchNodes(b *testing.B, publishers, rate int) {
 	all := time.Since(start)
 	b.StopTimer()
 	procCPU, redisCPU = cpuTime(os.Getpid())-procCPU, cpuTime(redisPid)-redisCPU
+	evals, xreads, _ := stats.calls()
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)
@@ -197,6 +202,10 @@ func benchNodes(b *testing.B, publishers, rate int) {
 	if procCPU > 0 {
 		b.ReportMetric(float64(procCPU.Microseconds())/float64(b.N), "proc-cpu-µs")
 		b.ReportMetric(float64(redisCPU.Microseconds())/float64(b.N), "redis-cpu-µs")
+	}
+	if evals > 0 && xreads > 0 {
+		b.ReportMetric(float64(b.N)/float64(evals), "msgs/eval")
+		b.ReportMetric(float64(3*b.N)/float64(xreads), "entries/xread")
 	}
 	var pubs []time.Duration
 	for _, l := range pub {
@@ -375,4 +384,191 @@ func report(b *testing.B, elapsed time.Duration, latencies []time.Duration) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+// BenchmarkPublish measures the Redis path without WebSocket or the
+// Registry: publishers call Publish on Broker A while Brokers B and C, the
+// other nodes, only read (a subscription each whose deliver checks that
+// seqs arrive in order, gap-free). Each case publishes b.N messages of
+// about 100 bytes:
+//
+//   - publishers=1, publishers=8: each publisher calls Publish in a loop;
+//   - rate=1000: one publisher offered 1,000 messages/s.
+//
+// Besides msgs/s (b.N over the time until both readers had every message)
+// and the Publish call's pub-p50/p99, it reports what a machine shared with
+// other jobs disturbs least: the CPU time per message of this process (the
+// three Brokers and the publishers: proc-cpu-µs) and of redis-server
+// (redis-cpu-µs), and, from Redis's INFO commandstats, messages per
+// publishing script call (msgs/eval), entries per XREAD call
+// (entries/xread) and the time Redis spent in the publishing script per
+// message (script-µs).
+//
+//	go test -run '^$' -bench '^BenchmarkPublish$' -benchtime 50000x
+func BenchmarkPublish(b *testing.B) {
+	for _, c := range []struct {
+		name       string
+		publishers int
+		rate       int
+	}{
+		{"publishers=1", 1, 0},
+		{"publishers=8", 8, 0},
+		{"rate=1000", 1, 1000},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchPublish(b, c.publishers, c.rate) })
+	}
+}
+
+func benchPublish(b *testing.B, publishers, rate int) {
+	s := startRedis(b)
+	o := redisbroker.Options{HistoryLength: max(b.N, 10000)}
+	a := newBroker(b, s, o)
+	var readers sync.WaitGroup
+	errs := make(chan error, 2+publishers)
+	for range 2 {
+		r := newBroker(b, s, o)
+		readers.Add(1)
+		want := uint64(1)
+		done := false
+		_, cancel, err := r.Subscribe(ctx, func(m notify.Message) {
+			if done {
+				return
+			}
+			if m.Seq != want {
+				errs <- fmt.Errorf("reader got seq %d, want %d", m.Seq, want)
+				done = true
+				readers.Done()
+				return
+			}
+			want++
+			if want > uint64(b.N) {
+				done = true
+				readers.Done()
+			}
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(cancel)
+	}
+	body := bytes.Repeat([]byte("x"), 100)
+	stats := newCommandStats(b, s)
+
+	pub := make([][]time.Duration, publishers)
+	b.ResetTimer()
+	stats.reset()
+	procCPU, redisCPU := cpuTime(os.Getpid()), cpuTime(s.pid())
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := range publishers {
+		n := b.N / publishers
+		if p < b.N%publishers {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, n)
+			var tick *time.Ticker
+			if rate > 0 {
+				tick = time.NewTicker(time.Second / time.Duration(rate))
+				defer tick.Stop()
+			}
+			for range n {
+				if tick != nil {
+					<-tick.C
+				}
+				t := time.Now()
+				if _, err := a.Publish(ctx, notify.Message{Body: body}); err != nil {
+					errs <- err
+					return
+				}
+				lat = append(lat, time.Since(t))
+			}
+			pub[p] = lat
+		}()
+	}
+	wg.Wait()
+	readers.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	procCPU, redisCPU = cpuTime(os.Getpid())-procCPU, cpuTime(s.pid())-redisCPU
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	evals, xreads, evalTime := stats.calls()
+
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(procCPU.Microseconds())/float64(b.N), "proc-cpu-µs")
+	b.ReportMetric(float64(redisCPU.Microseconds())/float64(b.N), "redis-cpu-µs")
+	if evals > 0 {
+		b.ReportMetric(float64(evalTime.Microseconds())/float64(b.N), "script-µs")
+		b.ReportMetric(float64(b.N)/float64(evals), "msgs/eval")
+	}
+	if xreads > 0 {
+		b.ReportMetric(float64(2*b.N)/float64(xreads), "entries/xread")
+	}
+	var all []time.Duration
+	for _, l := range pub {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) }
+	b.ReportMetric(pct(0.50), "pub-p50-µs")
+	b.ReportMetric(pct(0.99), "pub-p99-µs")
+}
+
+// commandStats reads Redis's per-command call counts (INFO commandstats),
+// which count round trips whatever the machine's load.
+type commandStats struct {
+	t   testing.TB
+	rdb *redis.Client
+}
+
+func newCommandStats(t testing.TB, s *redisServer) commandStats {
+	rdb := redis.NewClient(&redis.Options{Addr: s.addr})
+	t.Cleanup(func() { rdb.Close() })
+	return commandStats{t, rdb}
+}
+
+// reset zeroes the counts (CONFIG RESETSTAT).
+func (c commandStats) reset() {
+	if err := c.rdb.ConfigResetStat(ctx).Err(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// calls returns how many publishing script calls (EVALSHA and EVAL) and
+// XREAD calls Redis served since reset, and the time Redis spent running
+// the scripts (commands called from them included).
+func (c commandStats) calls() (evals, xreads int, evalTime time.Duration) {
+	info, err := c.rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for line := range strings.Lines(info) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		var n, usec int
+		for f := range strings.SplitSeq(rest, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "calls":
+				n, _ = strconv.Atoi(v)
+			case "usec":
+				usec, _ = strconv.Atoi(v)
+			}
+		}
+		switch name {
+		case "cmdstat_evalsha", "cmdstat_eval":
+			evals += n
+			evalTime += time.Duration(usec) * time.Microsecond
+		case "cmdstat_xread":
+			xreads += n
+		}
+	}
+	return evals, xreads, evalTime
 }

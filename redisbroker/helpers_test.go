@@ -143,6 +143,13 @@ func (s *redisServer) kill() {
 	s.cmd = nil
 }
 
+// pid returns redis-server's process ID.
+func (s *redisServer) pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd.Process.Pid
+}
+
 // restart starts redis-server again on the same port: an empty Redis, as
 // after a crash without persistence.
 func (s *redisServer) restart() {
