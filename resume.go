@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // gapInfo is the data of a notify.gap message.
@@ -23,6 +24,14 @@ type replayCursor struct {
 	since       uint64 // what the client asked for, for a gap's data
 	epoch       string
 	topics      map[string]struct{}
+}
+
+// helloInfo is notify.hello's data: the stream's position and, for a client
+// that asked for keep-alives, the interval it gets them at.
+type helloInfo struct {
+	Epoch     string `json:"epoch"`
+	Seq       uint64 `json:"seq"`
+	KeepAlive int64  `json:"keepalive,omitempty"` // milliseconds
 }
 
 // startResume queues what a resuming client receives before live messages:
@@ -44,7 +53,7 @@ func (c *Client) startResume(o ConnOptions, last uint64) {
 			at.Epoch = o.Epoch
 		}
 	}
-	items := []item{{b: c.control(TypeHello, pos, &at), kind: itemControl}}
+	items := []item{{b: c.control(TypeHello, helloInfo{pos.Epoch, pos.Seq, c.keepAlive / int64(time.Millisecond)}, &at), kind: itemControl}}
 	var cur *replayCursor
 	gap := func(reason string) {
 		items = append(items, item{b: c.control(TypeGap, gapInfo{reason, o.Since, epoch, last}, &pos), kind: itemControl})
