@@ -199,12 +199,14 @@ export class NotifyClient {
     return this;
   }
 
+  /** Subscribes to topic (over SSE by reopening the stream, see the header). */
   subscribe(topic) {
     this.topics.add(topic);
     if (this.es) this.restream();
     else this.send({ type: "notify.subscribe", topic });
   }
 
+  /** Unsubscribes from topic. */
   unsubscribe(topic) {
     this.topics.delete(topic);
     if (this.es) this.restream();
