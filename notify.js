@@ -494,7 +494,9 @@ export class NotifyClient {
   // restream replaces the current EventSource with one for this.topics,
   // resuming from the last seq seen. Calls made in one go (several
   // subscribe() in a row) share one new stream. The state stays "open"
-  // while it opens: the new stream replays what it missed.
+  // while it opens: the new stream replays what it missed. A new stream
+  // is a new request, so it gets a fresh token first: the current one may
+  // have expired or been revoked since the stream opened.
   restream() {
     if (this.restreaming) return;
     this.restreaming = true;
@@ -502,10 +504,22 @@ export class NotifyClient {
       this.restreaming = false;
       const old = this.es;
       if (this.closed || !old || sameSet(this.esTopics, this.topics)) return;
-      const added = new Set([...this.topics].filter((t) => !this.esTopics.has(t)));
-      old.close();
-      clearTimeout(this.deadline);
-      this.openStream(new Set(this.topics), this.esProbing, added);
+      const swap = () => {
+        // The topics as they are now: calls made while the token was
+        // fetched are included, and a second swap finds nothing to do.
+        if (this.closed || this.es !== old || sameSet(this.esTopics, this.topics)) return;
+        const added = new Set([...this.topics].filter((t) => !this.esTopics.has(t)));
+        old.close();
+        clearTimeout(this.deadline);
+        this.openStream(new Set(this.topics), this.esProbing, added);
+      };
+      if (!this.tokenFn) return swap();
+      Promise.resolve()
+        .then(() => this.tokenFn())
+        .then((token) => {
+          if (this.es === old) this.token = token ?? null;
+          swap();
+        }, swap);
     });
   }
 

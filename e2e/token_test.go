@@ -182,6 +182,7 @@ func TestClientRetriesWhenBusy(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer other.CloseNow()
+			other.CloseRead(t.Context()) // reads, so that it answers the heartbeat's pings
 			receive(t, s.connected, "the other connection")
 
 			b := newBrowser(t)
@@ -243,5 +244,38 @@ func TestClientCrossOriginUnauthorized(t *testing.T) {
 			api.broadcast(t, notify.SocketMessage{Type: "t.msg", User: "ada", Data: "for ada"})
 			b.waitFor("the message", hasEntry("main", "t.msg", "for ada"))
 		})
+	}
+}
+
+// TestClientSSESubscribeFreshToken revokes the token an SSE client opened
+// its stream with, then subscribes to a topic, which over SSE opens a new
+// stream: it must be opened with a fresh token, and deliver the new
+// topic's messages, not be refused and reported "unauthorized".
+func TestClientSSESubscribeFreshToken(t *testing.T) {
+	chromium(t)
+	s := newTokenSite(t, time.Hour)
+	b := newBrowser(t)
+	b.navigate(s.srv.URL + "/")
+	b.waitFor("the harness", "window.ready === true")
+	eval[chromedp.Void](b, `start("main", {transport: "sse", listen: ["t.msg"], token: async () => (await fetch("/token")).text()})`)
+	b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
+	first := s.acceptedTokens()[0]
+	s.mu.Lock()
+	delete(s.expiries, first) // revoked: Authorize refuses it from now on
+	s.mu.Unlock()
+
+	eval[chromedp.Void](b, `clients.main.subscribe("beta")`)
+	b.waitHello("beta")
+	seq := s.broadcast(t, notify.SocketMessage{Type: "t.msg", Topic: "beta", Data: "beta 1"})
+	b.waitFor("beta 1", hasEntry("main", "t.msg", "beta 1"))
+	got := eval[clientLog](b, "logs.main")
+	if diff := gocmp.Diff([]logEntry{{Seq: seq, Type: "t.msg", Topic: "beta", Data: "beta 1"}}, got.All, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("what the client dispatched (-want +got):\n%s", diff)
+	}
+	if diff := gocmp.Diff([]string{"connecting", "open"}, got.States); diff != "" {
+		t.Errorf("states (-want +got):\n%s", diff)
+	}
+	if tokens := s.acceptedTokens(); len(tokens) != 2 || tokens[1] == first {
+		t.Errorf("tokens accepted: %q, want the first and a fresh one for the new stream", tokens)
 	}
 }
