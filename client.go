@@ -34,20 +34,23 @@ type Client struct {
 	spare        []item // the previous batch, reused to avoid allocation
 	resume       []item // hello, gap and the current replay chunk: written before queue
 	cursor       *replayCursor
-	queuedFrames int   // frames in queue and resume, counted against QueueLength
-	queuedBytes  int   // their bytes, counted against QueueBytes
-	writing      bool  // a writer (pooled or the connection's own) owns the connection
-	held         bool  // resume pending: queue live frames, but do not write yet
-	closing      bool  // no more messages are accepted
-	dead         bool  // nothing more is written
-	closeBegun   bool  // a close handshake has been started
-	pingQueued   bool  // a ping waits in the queue or is in flight
-	err          error // why the library closed the connection; nil for going away
+	queuedFrames int           // frames in queue and resume, counted against QueueLength
+	queuedBytes  int           // their bytes, counted against QueueBytes
+	writing      bool          // a writer (pooled or the connection's own) owns the connection
+	held         bool          // resume pending: queue live frames, but do not write yet
+	closing      bool          // no more messages are accepted
+	dead         bool          // nothing more is written
+	closeBegun   bool          // a close handshake has been started
+	pingQueued   bool          // a ping waits in the queue or is in flight
+	err          error         // why the library closed the connection; nil for going away
+	awayWait     time.Duration // how long the client should wait after the 1001 close (see goAway)
 
 	pass       uint64       // the dispatcher's: the last pass that listed c
 	vec, out   net.Buffers  // the writer's scratch for one writev
 	writeStart atomic.Int64 // UnixNano when the current write began, 0 when idle
 	nextPing   atomic.Int64 // UnixNano when the next ping is due
+	keepAlive  int64        // nanoseconds between keep-alives; 0: none (see ConnOptions.KeepAlive)
+	nextKeep   atomic.Int64 // UnixNano when the next keep-alive is due
 	writers    sync.WaitGroup
 }
 
@@ -57,7 +60,7 @@ const (
 	itemMessage itemKind = iota
 	itemControl          // a reserved message to this client only (hello, gap, error)
 	itemPing
-	itemClose // close with 1001 once everything before it is written
+	itemClose // close with 1001 once everything before it is written, asking the client to wait awayWait
 )
 
 // item is one queued thing to write; b is a complete frame (see wireFrame),
@@ -316,8 +319,9 @@ func (c *Client) abort(err error) bool {
 }
 
 // goAway closes the connection with 1001 after writing what is queued (or
-// at once, dropping it, if !flush).
-func (c *Client) goAway(flush bool) {
+// at once, dropping it, if !flush), asking the client to wait before it
+// reconnects (see Options.ReconnectRate).
+func (c *Client) goAway(flush bool, wait time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
@@ -330,8 +334,24 @@ func (c *Client) goAway(flush bool) {
 	c.closeBegun = true
 	// A held queue stays held: the resume must still go first, and
 	// register starts it right away.
+	c.awayWait = wait // read by the writer, which takes the item under c.mu
 	c.queue = append(c.queue, item{kind: itemClose})
 	c.startWriter()
+}
+
+// queueKeepAlive queues a keep-alive unless the connection is closing
+// (c.mu held by no one). Like every frame it counts against the queue's
+// bounds.
+func (c *Client) queueKeepAlive() {
+	b := keepAliveFrame
+	if c.sse != nil {
+		b = keepAliveEvent
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.add(b, itemControl) {
+		c.startWriter()
+	}
 }
 
 func countMessages(items []item) int {

@@ -2,11 +2,17 @@ package notify_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -217,4 +223,91 @@ func ExamplePosition_SetHeader() {
 	// snapshot at seq 1
 	// 0 notify.hello true
 	// 2 customer.created true
+}
+
+// tokenKey signs the example's access tokens. A real service shares it
+// with whatever issues tokens (or verifies JWTs with a library instead).
+var tokenKey = []byte("example key: use 32 random bytes")
+
+// signToken issues "user.expiry.signature", expiry in Unix milliseconds.
+func signToken(user string, expires time.Time) string {
+	payload := user + "." + strconv.FormatInt(expires.UnixMilli(), 10)
+	mac := hmac.New(sha256.New, tokenKey)
+	mac.Write([]byte(payload))
+	return payload + "." + hex.EncodeToString(mac.Sum(nil))
+}
+
+// verifyToken checks a token from signToken and returns its user and
+// expiry; it does not check the expiry itself: the Registry does.
+func verifyToken(token string) (notify.Identity, error) {
+	i := strings.LastIndexByte(token, '.')
+	if i < 0 {
+		return notify.Identity{}, errors.New("malformed token")
+	}
+	mac := hmac.New(sha256.New, tokenKey)
+	mac.Write([]byte(token[:i]))
+	if sig, err := hex.DecodeString(token[i+1:]); err != nil || !hmac.Equal(sig, mac.Sum(nil)) {
+		return notify.Identity{}, errors.New("bad token")
+	}
+	user, ms, _ := strings.Cut(token[:i], ".")
+	exp, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return notify.Identity{}, errors.New("malformed token")
+	}
+	return notify.Identity{User: user, Expires: time.UnixMilli(exp)}, nil
+}
+
+// Single-page apps that authenticate with bearer tokens pass them in the
+// access_token query parameter (notify.js's token option does, before
+// every connection): browsers let a script set no header on a WebSocket or
+// an EventSource. Authorize reads it and returns the token's expiry as the
+// Identity's: the Registry refuses a token that has expired with 401, and
+// closes a connection whose token expires with 1008 "notify: authorisation
+// expired", upon which notify.js asks for a fresh token and resumes, losing
+// nothing. A probe (see ProbeParam) is how notify.js tells a refused token
+// from a network failure. Query strings are never logged by the Registry,
+// but proxies' access logs may record them: use short-lived tokens.
+func ExampleOptions_authorize() {
+	reg := notify.New(&notify.Options{
+		PingInterval: time.Second, // expiry is checked at each heartbeat tick, a quarter of this
+		Authorize: func(r *http.Request) (notify.Identity, error) {
+			return verifyToken(r.URL.Query().Get("access_token"))
+		},
+	})
+	defer reg.Close()
+	srv := httptest.NewServer(reg.Handler())
+	defer srv.Close()
+	probe := func(token string) int {
+		resp, err := http.Get(srv.URL + "?probe=1&access_token=" + url.QueryEscape(token))
+		if err != nil {
+			panic(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	fmt.Println("probe with an expired token:", probe(signToken("ada", time.Now().Add(-time.Minute))))
+	fmt.Println("probe with a forged token:", probe(signToken("ada", time.Now().Add(time.Minute))+"0"))
+
+	ctx := context.Background()
+	token := signToken("ada", time.Now().Add(time.Second))
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"?since=now&access_token="+url.QueryEscape(token), nil)
+	if err != nil {
+		panic(err)
+	}
+	defer c.CloseNow()
+	_, hello, _ := c.Read(ctx)
+	fmt.Println(strings.Contains(string(hello), "notify.hello"))
+	_, _, err = c.Read(ctx) // until the token expires
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		fmt.Println("closed:", int(ce.Code), ce.Reason)
+	}
+	fmt.Println("probe with a fresh token:", probe(signToken("ada", time.Now().Add(time.Minute))))
+	// Output:
+	// probe with an expired token: 401
+	// probe with a forged token: 401
+	// true
+	// closed: 1008 notify: authorisation expired
+	// probe with a fresh token: 204
 }

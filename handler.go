@@ -64,8 +64,14 @@ import (
 // OriginPatterns names) gets Access-Control-Allow-Origin with that origin,
 // Access-Control-Allow-Credentials: true and Vary: Origin, so that a page
 // of another allowed origin can read it with its cookies (new
-// EventSource(url, {withCredentials: true})). A same-origin EventSource
+// EventSource(url, {withCredentials: true})); so do the refusals that
+// follow the origin check, and the answers to probes (see [ProbeParam]),
+// so that such a page can read their status. A same-origin EventSource
 // sends no Origin and gets none of them.
+//
+// A GET with probe=1 in the query is a probe: it is checked as above and
+// answered 204 or with the refusal's status, and never upgraded (see
+// [ProbeParam]).
 //
 // The query may carry topic=NAME (repeatable), since=SEQ or since=now, and
 // epoch=EPOCH; see [ParseQuery]. A stream may instead resume from the
@@ -80,11 +86,16 @@ func (r *Registry) Handler() http.Handler {
 }
 
 func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
+	if isProbe(req) {
+		r.serveProbe(w, req)
+		return
+	}
 	stream := isEventStream(req)
 	o, status, err := r.check(req, stream)
 	if err != nil {
 		r.stats.rejected.Add(1)
 		r.logRefusal(status, req, err)
+		r.allowOrigin(w.Header(), req)
 		switch status {
 		case http.StatusUpgradeRequired:
 			w.Header().Set("Connection", "Upgrade")
@@ -143,6 +154,68 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 			r.opts.Logger.Debug("notify: connection ended", "remote", remote, "err", err)
 		}
 	}()
+}
+
+// ProbeParam is the query parameter that makes a GET a probe: the Handler
+// runs every check an upgrade or a stream request with the same URL and
+// headers would pass, upgrades nothing, and answers 204 No Content if the
+// connection would be accepted, or the status (and one-line body) it
+// would be refused with: 401 or 403 from Options.Authorize or
+// Options.AuthorizeTopic, 429, 503, 400. (403 for a foreign Origin too,
+// but without CORS headers a page cannot read that one.)
+//
+// Browsers hide a refused upgrade's status, and an EventSource's, from
+// scripts: a refusal looks like a network failure. So after a connection
+// fails before it opens, notify.js fetches the same URL with probe=1 and
+// stops retrying on 401 or 403 (state "unauthorized") rather than retrying
+// for ever with credentials the server will never accept. The trade-off:
+// one more request, only after a failure, which runs Options.Authorize
+// once more; it tells the client nothing an upgrade attempt would not
+// (the same statuses, for the same checks), and upgrades no one.
+//
+// A probe is neither counted in [Stats].Rejected nor logged: the attempt
+// that failed before it was. Like a stream's answer, a probe's answer from
+// an allowed Origin carries CORS headers (with credentials), so that a page
+// of another allowed origin can read its status.
+const ProbeParam = "probe"
+
+// isProbe reports whether req is a probe (see ProbeParam).
+func isProbe(req *http.Request) bool {
+	return req.Method == http.MethodGet && !headerHasToken(req.Header, "Upgrade", "websocket") &&
+		req.URL.Query().Get(ProbeParam) == "1"
+}
+
+// serveProbe answers a probe.
+func (r *Registry) serveProbe(w http.ResponseWriter, req *http.Request) {
+	h := w.Header()
+	r.allowOrigin(h, req)
+	h.Set("Cache-Control", "no-store")
+	_, status, err := r.check(req, true)
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusNoContent)
+	case status == http.StatusInternalServerError:
+		http.Error(w, "notify: internal error", status) // contain logged it
+	default:
+		http.Error(w, err.Error(), status)
+	}
+}
+
+// allowOrigin lets a page of another origin read the answer to req, if its
+// Origin is one the Registry allows (the check the request passes before
+// any other that may refuse it): Access-Control-Allow-Origin with that
+// origin, Access-Control-Allow-Credentials and Vary: Origin. A refusal
+// after the origin check (401 from Authorize, 429, 503) then reaches a
+// cross-origin page's probe as a status, not as a network error. A
+// same-origin request without an Origin header gets none of them.
+func (r *Registry) allowOrigin(h http.Header, req *http.Request) {
+	origin := req.Header.Get("Origin")
+	if origin == "" || (!r.opts.InsecureAllowAnyOrigin && checkOrigin(req, r.opts.OriginPatterns) != nil) {
+		return
+	}
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Allow-Credentials", "true")
+	h.Add("Vary", "Origin")
 }
 
 // check makes every check of an upgrade request, or of a request for a
@@ -293,9 +366,15 @@ func (r *Registry) logRefusal(status int, req *http.Request, err error) {
 //	since=SEQ    resume after SEQ (a decimal seq), or since=now for live
 //	             messages only; either way the client first gets notify.hello
 //	epoch=EPOCH  the epoch SEQ belongs to (from notify.hello or Position)
+//	keepalive=MS ask for a notify.keepalive every MS milliseconds (see
+//	             ConnOptions.KeepAlive); 0 or absent: none
 //
-// It returns an error for a bad topic name, a since that is neither a
-// number nor "now", an epoch without since, or a repeated since or epoch.
+// Other parameters are ignored, so the URL may carry the application's own,
+// such as the access_token that notify.js's token option adds for
+// Options.Authorize to read. It returns an error for a bad topic name, a
+// since that is neither a number nor "now", an epoch without since, a
+// keepalive that is not a number of milliseconds, or a repeated since,
+// epoch or keepalive.
 // Callers that accept connections themselves can pass its result to
 // [Registry.Add].
 func ParseQuery(q url.Values) (ConnOptions, error) {
@@ -330,6 +409,13 @@ func ParseQuery(q url.Values) (ConnOptions, error) {
 			return ConnOptions{}, errors.New("notify: epoch too long")
 		}
 		o.Epoch = epoch[0]
+	}
+	if ka := q["keepalive"]; len(ka) > 0 {
+		ms, err := strconv.ParseUint(ka[0], 10, 32)
+		if err != nil || len(ka) > 1 {
+			return ConnOptions{}, errors.New("notify: keepalive must be given once, in milliseconds")
+		}
+		o.KeepAlive = time.Duration(ms) * time.Millisecond
 	}
 	return o, nil
 }

@@ -15,10 +15,12 @@ import (
 //   - drops a connection whose current write has taken longer than
 //     WriteTimeout (a cancellable context per write would cost an
 //     allocation and a timer on every delivery);
-//   - closes a connection whose authorisation expired (1008).
+//   - closes a connection whose authorisation expired (1008);
+//   - queues a keep-alive for a connection that asked for one when it is
+//     due (see ConnOptions.KeepAlive).
 func (r *Registry) heartbeat() {
 	defer close(r.beatDone)
-	t := time.NewTicker(max(time.Millisecond, min(r.opts.PingInterval, r.opts.WriteTimeout)/4))
+	t := time.NewTicker(r.tick())
 	defer t.Stop()
 	for {
 		select {
@@ -50,5 +52,31 @@ func (r *Registry) visit(now time.Time) {
 		case n >= c.nextPing.Load():
 			c.queuePing()
 		}
+		if c.keepAlive > 0 && n >= c.nextKeep.Load() {
+			c.nextKeep.Store(n + c.keepAlive)
+			c.queueKeepAlive()
+		}
 	}
 }
+
+// tick is the heartbeat's period.
+func (r *Registry) tick() time.Duration {
+	return max(time.Millisecond, min(r.opts.PingInterval, r.opts.WriteTimeout)/4)
+}
+
+// minKeepAlive is the shortest keep-alive interval a client may ask for.
+const minKeepAlive = time.Second
+
+// keepAliveInterval is the interval a client that asked for keep-alives
+// every d gets: at least minKeepAlive and the heartbeat's tick, so that a
+// client cannot make the Registry work for it more often than it visits
+// connections anyway; at most an hour.
+func (r *Registry) keepAliveInterval(d time.Duration) time.Duration {
+	return min(max(d, minKeepAlive, r.tick()), time.Hour)
+}
+
+// The keep-alive, encoded once: a WebSocket frame and an event.
+var (
+	keepAliveFrame = wireFrame([]byte(`{"type":"` + TypeKeepAlive + `"}`))
+	keepAliveEvent = appendEvent(nil, nil, []byte(TypeKeepAlive), []byte(`{"type":"`+TypeKeepAlive+`"}`))
+)

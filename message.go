@@ -91,6 +91,13 @@ const (
 	// warrant closing the connection, e.g. a subscription the
 	// [Options.AuthorizeTopic] hook denied.
 	TypeError = "notify.error"
+
+	// TypeKeepAlive is the keep-alive a client that asks for one
+	// (keepalive=MS in the query, see [ParseQuery]) receives at its
+	// interval, on both transports: {"type":"notify.keepalive"}. Unlike a
+	// WebSocket ping or a Server-Sent Events comment, a script sees it, so
+	// a page can tell a silent dead connection from a quiet one.
+	TypeKeepAlive = "notify.keepalive"
 )
 
 const reservedPrefix = "notify."

@@ -123,6 +123,15 @@ type ConnOptions struct {
 	// RemoteAddr is reported by [Client.RemoteAddr] and keys
 	// [Options.MaxConnectionsPerUser] for anonymous connections.
 	RemoteAddr string
+
+	// KeepAlive, if not zero, asks for a [TypeKeepAlive] message at this
+	// interval, whatever else is sent. The Registry raises it to at least
+	// a second and at least its heartbeat's tick (see
+	// [Options.PingInterval]), and tells a resuming client the interval
+	// it will keep in notify.hello ("keepalive", in milliseconds). A keep-
+	// alive is sent at most one tick late, so a client that has received
+	// nothing for twice the interval may take the connection for dead.
+	KeepAlive time.Duration
 }
 
 // Add registers a connection that the caller accepted with
@@ -206,6 +215,10 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 	c.limit = bucket{rate: r.opts.InboundRate, burst: float64(r.opts.InboundBurst), tokens: float64(r.opts.InboundBurst)}
 	c.refused = bucket{rate: refusedRate, burst: refusedBurst, tokens: refusedBurst}
 	c.nextPing.Store(time.Now().Add(r.opts.PingInterval).UnixNano())
+	if o.KeepAlive > 0 {
+		c.keepAlive = int64(r.keepAliveInterval(o.KeepAlive))
+		c.nextKeep.Store(time.Now().UnixNano() + c.keepAlive)
+	}
 	if fc != nil {
 		fc.onPing = c.onPing // before the first read, on the goroutine that reads
 	}

@@ -129,6 +129,20 @@ type Options struct {
 	// closed with 1008 (policy violation). Defaults: 20 per second, burst 40.
 	InboundRate  float64
 	InboundBurst int
+
+	// ReconnectRate is how many connections per second the clients of a
+	// Registry that shuts down should come back at, so that a restart
+	// under many clients is not a stampede of upgrades and resumes. Close
+	// and Shutdown draw each connection a wait at random over a window of
+	// Len()/ReconnectRate seconds and send it with the 1001 close: in the
+	// reason ("notify: server shutting down, reconnect in 1234ms") over
+	// WebSocket, and as "wait" (milliseconds) in notify.close's data, with
+	// a retry: field of the same delay, over Server-Sent Events. notify.js
+	// waits that long; a client that ignores it reconnects when it likes.
+	// Default 1000 per second: 10,000 clients come back over 10 seconds.
+	// Under one second's worth the window stays a second, so a few clients
+	// still do not return all in the same millisecond.
+	ReconnectRate float64
 }
 
 // Identity is what [Options.Authorize] attaches to a connection.
@@ -156,6 +170,7 @@ const (
 	defaultMaxTopics    = 64
 	defaultInboundRate  = 20
 	defaultInboundBurst = 40
+	defaultReconnect    = 1000
 )
 
 // withDefaults returns a copy of opts with every zero field set to its default.
@@ -191,6 +206,9 @@ func (opts *Options) withDefaults() Options {
 	}
 	if o.InboundBurst <= 0 {
 		o.InboundBurst = defaultInboundBurst
+	}
+	if !(o.ReconnectRate > 0) { // NaN too
+		o.ReconnectRate = defaultReconnect
 	}
 	return o
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	mrand "math/rand/v2"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -222,8 +223,9 @@ func (r *Registry) stop(ctx context.Context, flush bool) error {
 	r.disp.discard.Store(!flush)
 	close(r.disp.stop)
 	<-r.disp.done
+	window := reconnectWindow(len(clients), r.opts.ReconnectRate)
 	for _, c := range clients {
-		c.goAway(flush)
+		c.goAway(flush, mrand.N(window))
 	}
 
 	done := make(chan struct{})
@@ -253,6 +255,18 @@ func (r *Registry) stop(ctx context.Context, flush bool) error {
 		}
 	}
 	return err
+}
+
+// reconnectWindow is the span over which n clients are asked to come back
+// at rate per second (see Options.ReconnectRate): at least a second.
+func reconnectWindow(n int, rate float64) time.Duration {
+	return max(time.Second, time.Duration(float64(n)/rate*float64(time.Second)))
+}
+
+// goingAwayReason is the 1001 close reason that asks the client to wait
+// before it reconnects. notify.js reads the number back.
+func goingAwayReason(wait time.Duration) string {
+	return "notify: server shutting down, reconnect in " + strconv.FormatInt(wait.Milliseconds(), 10) + "ms"
 }
 
 // newID returns a connection ID unique across nodes sharing a broker.

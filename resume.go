@@ -96,6 +96,14 @@ func (r *Registry) waitReached(ctx context.Context, p Position) bool {
 	return true
 }
 
+// helloInfo is notify.hello's data: the stream's position and, for a client
+// that asked for keep-alives, the interval it gets them at.
+type helloInfo struct {
+	Epoch     string `json:"epoch"`
+	Seq       uint64 `json:"seq"`
+	KeepAlive int64  `json:"keepalive,omitempty"` // milliseconds
+}
+
 // startResume queues what a resuming client receives before live messages:
 // a hello, then either a gap or a cursor from which the writer streams the
 // retained messages after o.Since that match it. last is the seq of the
@@ -115,7 +123,7 @@ func (c *Client) startResume(o ConnOptions, last uint64) {
 			at.Epoch = o.Epoch
 		}
 	}
-	items := []item{{b: c.control(TypeHello, pos, &at), kind: itemControl}}
+	items := []item{{b: c.control(TypeHello, helloInfo{pos.Epoch, pos.Seq, c.keepAlive / int64(time.Millisecond)}, &at), kind: itemControl}}
 	var cur *replayCursor
 	gap := func(reason string) {
 		items = append(items, item{b: c.control(TypeGap, gapInfo{reason, o.Since, epoch, last}, &pos), kind: itemControl})

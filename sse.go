@@ -192,8 +192,14 @@ func (c *Client) writeSSE(batch []item) bool {
 			pinged = true
 			b = append(b, ": ping\n\n"...)
 		case itemClose:
+			// A plain EventSource waits retry: before it reconnects;
+			// notify.js reads wait from notify.close.
 			closed = true
-			b = appendClose(b, websocket.StatusGoingAway, "notify: server shutting down")
+			wait := c.awayWait.Milliseconds()
+			b = append(b, "retry: "...)
+			b = strconv.AppendInt(b, wait, 10)
+			b = append(b, "\n\n"...)
+			b = appendClose(b, websocket.StatusGoingAway, goingAwayReason(c.awayWait), wait)
 		}
 		if closed {
 			break
@@ -265,7 +271,7 @@ func (c *Client) serveStream(ctx context.Context) error {
 		if code == CloseSlowConsumer {
 			timeout += c.r.opts.WriteTimeout // a backlog may still be on its way to a slow reader
 		}
-		_ = s.write(c, appendClose(nil, code, reason), timeout)
+		_ = s.write(c, appendClose(nil, code, reason, -1), timeout)
 	}
 	s.finish()
 	c.r.unregister(c)
@@ -294,12 +300,7 @@ func (r *Registry) serveSSE(w http.ResponseWriter, req *http.Request, o ConnOpti
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // nginx would otherwise buffer the stream
-	if origin := req.Header.Get("Origin"); origin != "" {
-		// check allowed it: a same-origin page, or one OriginPatterns names.
-		h.Set("Access-Control-Allow-Origin", origin)
-		h.Set("Access-Control-Allow-Credentials", "true")
-		h.Add("Vary", "Origin")
-	}
+	r.allowOrigin(h, req)            // check allowed it: a same-origin page, or one OriginPatterns names
 	c, err := r.register(nil, o, s.cancel, nil, s)
 	if err != nil {
 		r.stats.rejected.Add(1)
@@ -389,15 +390,21 @@ func sseControl(typ string, data any, at *Position) []byte {
 	return appendEvent(nil, at, []byte(typ), b)
 }
 
-// appendClose appends the notify.close event.
-func appendClose(b []byte, code websocket.StatusCode, reason string) []byte {
+// appendClose appends the notify.close event, with the milliseconds to wait
+// before reconnecting unless wait < 0.
+func appendClose(b []byte, code websocket.StatusCode, reason string, wait int64) []byte {
+	var w *int64
+	if wait >= 0 {
+		w = &wait
+	}
 	data, _ := json.Marshal(struct {
 		Type string `json:"type"`
 		Data any    `json:"data"`
 	}{TypeClose, struct {
 		Code   int    `json:"code"`
 		Reason string `json:"reason"`
-	}{int(code), reason}})
+		Wait   *int64 `json:"wait,omitempty"`
+	}{int(code), reason, w}})
 	return appendEvent(b, nil, []byte(TypeClose), data)
 }
 

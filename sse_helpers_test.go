@@ -202,6 +202,7 @@ func (sc *streamClient) hello() notify.Position {
 type closeEvent struct {
 	Code   websocket.StatusCode `json:"code"`
 	Reason string               `json:"reason"`
+	Wait   *int64               `json:"wait"`
 }
 
 // untilEnd reads messages until the stream ends and returns them and the

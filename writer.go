@@ -412,7 +412,7 @@ func (c *Client) write(it item) bool {
 	case itemPing:
 		return c.ping()
 	case itemClose:
-		c.conn.Close(websocket.StatusGoingAway, "notify: server shutting down")
+		c.conn.Close(websocket.StatusGoingAway, goingAwayReason(c.awayWait))
 		return false
 	}
 	c.writeStart.Store(time.Now().UnixNano())

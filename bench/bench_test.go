@@ -259,3 +259,43 @@ func TestReadTCP(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRestart runs the restart measurement with a few clients under both
+// rules: every client must resume on the new server, whose accepted
+// upgrades are counted. The figures are logged, not judged.
+func TestRestart(t *testing.T) {
+	for _, rule := range []string{"jitter", "spread"} {
+		r, err := measureRestart(rule, 20, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.NotResumed != 0 || r.Peak == 0 {
+			t.Errorf("%s: %d of 20 clients did not resume, peak %d/s", rule, r.NotResumed, r.Peak)
+		}
+		t.Logf("%+v", r)
+	}
+}
+
+func TestPeakPerSecond(t *testing.T) {
+	t0 := time.Now()
+	at := func(ms ...int) []time.Time {
+		var out []time.Time
+		for _, m := range ms {
+			out = append(out, t0.Add(time.Duration(m)*time.Millisecond))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		times []time.Time
+		want  int
+	}{
+		{nil, 0},
+		{at(0), 1},
+		{at(0, 999, 1000, 1500, 1999), 3}, // 999 and 1999 are a whole second apart
+		{at(0, 1000, 2000), 1},
+	} {
+		if got := peakPerSecond(tc.times); got != tc.want {
+			t.Errorf("peakPerSecond(%v) = %d, want %d", tc.times, got, tc.want)
+		}
+	}
+}

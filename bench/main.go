@@ -79,8 +79,13 @@ func benchMain(args []string) int {
 	jsonFile := fs.String("json", "", "write every measurement (JSON) to this file")
 	profDir := fs.String("cpuprofile", "", "directory for CPU profiles of the -profile servers during the saturated fan-out")
 	profile := fs.String("profile", "notify", "contenders to profile when -cpuprofile is set")
+	restart := fs.Int("restart", 0, "instead of the scenarios: the restart measurement with this many clients (see restart.go), both reconnect rules")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *restart > 0 {
+		raiseFileLimit()
+		return restartMain(*restart, 2*time.Minute)
 	}
 	cfg := fullConfig()
 	if *quick {

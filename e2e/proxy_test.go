@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -19,7 +20,10 @@ import (
 // stopping it is the network, or the server, going away: every piped
 // connection is dropped and new ones are refused. start listens again on
 // the same address, so the page comes back to the same origin; setBackend
-// points it at another server, as a restarted process would be.
+// points it at another server, as a restarted process would be. freeze
+// stops forwarding on the connections piped so far without closing them, as
+// a network that died silently would (a Wi-Fi switch, a NAT that forgot
+// the flow): nothing arrives, nothing reports an error.
 type proxy struct {
 	t    *testing.T
 	addr string // host:port, the same across restarts
@@ -29,7 +33,8 @@ type proxy struct {
 	ln      net.Listener       // nil while stopped
 	halt    context.CancelFunc // ends the current run's context
 	conns   map[net.Conn]struct{}
-	wg      sync.WaitGroup // the accept loop and every pipe
+	pipes   map[*atomic.Bool]struct{} // each live pipe's frozen flag
+	wg      sync.WaitGroup            // the accept loop and every pipe
 }
 
 // newProxy starts a proxy to backend on a free port; the test's cleanup
@@ -40,7 +45,7 @@ func newProxy(t *testing.T, backend string) *proxy {
 	if err != nil {
 		t.Fatalf("proxy: %v", err)
 	}
-	p := &proxy{t: t, addr: ln.Addr().String(), backend: backend, conns: map[net.Conn]struct{}{}}
+	p := &proxy{t: t, addr: ln.Addr().String(), backend: backend, conns: map[net.Conn]struct{}{}, pipes: map[*atomic.Bool]struct{}{}}
 	p.serve(ln)
 	t.Cleanup(p.stop)
 	return p
@@ -71,6 +76,17 @@ func (p *proxy) stop() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// freeze makes every connection piped so far drop what it receives, both
+// ways, from now on, and stay open. Connections accepted later are piped
+// as usual.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for f := range p.pipes {
+		f.Store(true)
+	}
 }
 
 // start listens again on the proxy's address.
@@ -129,15 +145,41 @@ func (p *proxy) pipe(ctx context.Context, client net.Conn) {
 	}
 	defer p.untrack(server)
 
+	frozen := new(atomic.Bool)
+	p.mu.Lock()
+	p.pipes[frozen] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.pipes, frozen)
+		p.mu.Unlock()
+	}()
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
-		io.Copy(server, client)
+		forward(server, client, frozen)
 		server.Close()
 	}()
-	io.Copy(client, server)
+	forward(client, server, frozen)
 	client.Close()
 	<-upDone
+}
+
+// forward copies src to dst until src ends or a write fails, dropping what
+// it reads once frozen is set.
+func forward(dst io.Writer, src io.Reader, frozen *atomic.Bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !frozen.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // track registers c to be closed by stop, unless the run of ctx has
@@ -158,9 +200,10 @@ func (p *proxy) untrack(c net.Conn) {
 	p.mu.Unlock()
 }
 
-// TestProxy checks the proxy the browser tests rely on: it pipes, stop
-// drops piped connections and refuses new ones, start serves again on the
-// same address, and setBackend switches servers.
+// TestProxy checks the proxy the browser tests rely on: it pipes, freeze
+// silences the connections piped so far but not later ones, stop drops
+// piped connections and refuses new ones, start serves again on the same
+// address, and setBackend switches servers.
 func TestProxy(t *testing.T) {
 	t.Parallel()
 	serve := func(body string) *httptest.Server {
@@ -200,6 +243,20 @@ func TestProxy(t *testing.T) {
 	held := dial()
 	if body, err := get(held); err != nil || body != "one" {
 		t.Fatalf("through the proxy: got %q, %v; want \"one\"", body, err)
+	}
+
+	frozen := dial()
+	if body, err := get(frozen); err != nil || body != "one" {
+		t.Fatalf("through the proxy: got %q, %v; want \"one\"", body, err)
+	}
+	p.freeze()
+	frozen.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	io.WriteString(frozen, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if n, err := frozen.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after freeze, a piped connection read %d bytes, err %v; want nothing and no error until the deadline", n, err)
+	}
+	if body, err := get(dial()); err != nil || body != "one" {
+		t.Fatalf("a connection made after freeze: got %q, %v; want \"one\"", body, err)
 	}
 
 	p.stop()

@@ -292,8 +292,9 @@ func TestClientCrossOrigin(t *testing.T) {
 
 			b.note("test: a plain EventSource without credentials")
 			eval[chromedp.Void](b, fmt.Sprintf(`window.bare = new EventSource(%s)`, jsString(api.srv.URL+"/ws")))
-			// The 401 carries no CORS headers, so the page cannot read it:
-			// the EventSource just fails, for good.
+			// EventSource gives up for good on the 401. (It carries CORS
+			// headers, the origin being allowed, so that notify.js's probe
+			// could read it.)
 			b.waitFor("the bare EventSource to fail for good", `bare.readyState === EventSource.CLOSED`)
 
 			eval[chromedp.Void](b, fmt.Sprintf(`start("main", {url: %s, transport: %s, listen: ["t.msg"]})`,
@@ -306,8 +307,10 @@ func TestClientCrossOrigin(t *testing.T) {
 			if diff := gocmp.Diff(want, eval[clientLog](b, "logs.main").All, cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("what the client dispatched (-want +got):\n%s", diff)
 			}
-			if got := b.socketsNow().Handshakes; !slices.Equal(got, []int{openStatus(tr)}) {
-				t.Errorf("handshakes the page could read: %v, want [%d]", got, openStatus(tr))
+			// The bare EventSource's 401, then notify.js's connection.
+			wantHandshakes := []int{http.StatusUnauthorized, openStatus(tr)}
+			if got := b.socketsNow().Handshakes; !slices.Equal(got, wantHandshakes) {
+				t.Errorf("handshakes: %v, want %v", got, wantHandshakes)
 			}
 		})
 	}
