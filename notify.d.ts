@@ -60,6 +60,18 @@ export interface GapInfo {
   seq: number;
 }
 
+/**
+ * What on("notify.hello") receives as each connection opens: the stream's
+ * position where the server's replay on this connection ends (messages
+ * with a seq up to it are replayed, later ones live), and the keep-alive
+ * interval the server granted, in milliseconds, if any.
+ */
+export interface HelloInfo {
+  epoch: string;
+  seq: number;
+  keepalive?: number;
+}
+
 /** What on("notify.error") receives: a request the server refused. */
 export interface ErrorInfo {
   request: string;
@@ -87,6 +99,7 @@ export declare class NotifyClient {
   /** The topics subscribed to. */
   readonly topics: Set<string>;
   /** Calls fn for every message of this type; "*" matches all, "text" plain text frames. */
+  on(type: "notify.hello", fn: (data: HelloInfo, msg: Envelope<HelloInfo>) => void): this;
   on(type: "notify.error", fn: (data: ErrorInfo, msg: Envelope<ErrorInfo>) => void): this;
   on<T = any>(type: string, fn: Handler<T>): this;
   /** Calls fn when the server could not replay what was missed: reload your state. */

@@ -44,6 +44,12 @@
 //   notify.gap after a short outage: subscribe to topics, so that the
 //   stream carries what the page uses.
 //
+// Each connection opens with the server's notify.hello, handed to
+// on("notify.hello") handlers (not to on("*")) as {epoch, seq}: seq is
+// where the server's replay on this connection ends, so a page that
+// resumed after S knows that the messages it receives with a seq up to
+// hello's seq are replayed, and the rest live.
+//
 // Tokens (opts.token): browsers let a script set no header on a WebSocket
 // or an EventSource, so a bearer token travels in the URL, as the query
 // parameter access_token (SignalR's name), one carrier for both
@@ -592,6 +598,9 @@ export class NotifyClient {
         if (!isPosition(msg.data)) return;
         this.epoch = msg.data.epoch;
         if (this.seq == null) this.seq = msg.data.seq;
+        // Handed to on("notify.hello") only, not to on("*"): it is the
+        // connection's opening, not a message.
+        for (const fn of this.handlers.get("notify.hello") || []) fn(msg.data, msg);
         // The liveness window starts once the server says it keeps the
         // interval: an older server sends no keep-alives.
         if (this.keepAlive > 0 && Number.isSafeInteger(msg.data.keepalive) && msg.data.keepalive > 0) {

@@ -1,7 +1,7 @@
 // A typed page of notify.js: every option, event, state and method, so
 // that tsc --noEmit fails when notify.d.ts stops describing them, and a
 // few misuses the declarations must reject (@ts-expect-error).
-import { connect, NotifyClient, type ConnectOptions, type Envelope, type GapInfo, type State, type Transport } from "notify";
+import { connect, NotifyClient, type ConnectOptions, type Envelope, type GapInfo, type HelloInfo, type State, type Transport } from "notify";
 
 interface Customer {
   id: number;
@@ -33,6 +33,7 @@ n.on<Customer>("customer.created", (c, msg) => {
 })
   .on("text", (text) => console.log(text))
   .on("*", (data, msg) => console.log(data, msg))
+  .on("notify.hello", (h: HelloInfo) => console.log(h.epoch, h.seq, h.keepalive))
   .on("notify.error", (e) => console.log(e.request, e.topic, e.error))
   .onGap((g: GapInfo) => console.log(g.reason, g.since, g.epoch, g.seq))
   .onState((s: State) => {
