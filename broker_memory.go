@@ -12,7 +12,9 @@ import (
 // MemoryBroker is the default [Broker]: one process, sequence numbers and a
 // bounded history held in memory. Its epoch is random, so clients of a
 // restarted process are told about the gap instead of misreading old
-// sequence numbers. It is safe for concurrent use.
+// sequence numbers. It is safe for concurrent use. It holds no goroutine
+// or connection and has no Close: a subscription ends with its cancel
+// function, which the Registry calls when it closes.
 type MemoryBroker struct {
 	opts  MemoryBrokerOptions
 	epoch string

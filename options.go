@@ -79,8 +79,10 @@ type Options struct {
 
 	// Broker carries messages between Broadcast and the connections, assigns
 	// sequence numbers and keeps the history used for resume. Default: a
-	// [MemoryBroker] with default [MemoryBrokerOptions], owned and closed by
-	// the Registry. A Broker passed here is not closed by the Registry.
+	// [MemoryBroker] with default [MemoryBrokerOptions], private to the
+	// Registry (a MemoryBroker holds no goroutine or connection, so there is
+	// nothing to close). The Registry never closes a Broker: one passed here
+	// is the caller's to close, after the Registry (see redisbroker).
 	Broker Broker
 
 	// ReadLimit is the largest inbound message, in bytes. A larger one closes
