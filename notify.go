@@ -188,7 +188,9 @@ func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOp
 	return c.serve(ctx)
 }
 
-// errTooMany is returned when a connection limit is reached.
+// errTooManyConns and errTooManyUser are returned when a connection limit
+// is reached: Options.MaxConnections (503) and Options.MaxConnectionsPerUser
+// (429).
 var (
 	errTooManyConns = errors.New("notify: too many connections")
 	errTooManyUser  = errors.New("notify: too many connections for this user or address")

@@ -90,8 +90,9 @@ type Options struct {
 	ReadLimit int64
 
 	// QueueLength is how many frames may wait for one connection: messages,
-	// and the library's own replies to it. Default 256, which absorbs a
-	// burst of 200 broadcasts to clients that read as fast as they can.
+	// and the library's own replies to it. Default 256: a burst of up to
+	// that many broadcasts (within QueueBytes) fits in the queue even if
+	// nothing of it is written until the burst ends.
 	QueueLength int
 
 	// QueueBytes bounds the bytes waiting for one connection. Default 1 MiB.
