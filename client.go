@@ -71,7 +71,7 @@ type item struct {
 }
 
 // ID returns the connection's identifier, unique across the nodes that share
-// a broker. Put it in [SocketMessage.Client] to send to this connection only.
+// a broker. Put it in [SocketMessage.ClientID] to send to this connection only.
 func (c *Client) ID() string { return c.id }
 
 // Identity returns what [Options.Authorize] attached to the connection.
@@ -94,8 +94,8 @@ func (c *Client) Topics() []string {
 }
 
 // matches reports whether a targeted message is for c (r.mu held).
-func (c *Client) matches(m *Message) bool {
-	if m.Client != "" && m.Client != c.id {
+func (c *Client) matches(m *BrokerMessage) bool {
+	if m.ClientID != "" && m.ClientID != c.id {
 		return false
 	}
 	if m.User != "" && m.User != c.ident.User {

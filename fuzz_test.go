@@ -386,7 +386,7 @@ func FuzzInboundFrame(f *testing.F) {
 		if want.app != (len(gotApp) == 1) || len(gotApp) > 1 || want.app && !bytes.Equal(gotApp[0], data) {
 			t.Fatalf("%q: OnMessage got %q, want app=%v", data, gotApp, want.app)
 		}
-		if err := reg.Broadcast(ctx, notify.SocketMessage{Type: "fuzz.sync", Client: p.c.ID()}); err != nil {
+		if err := reg.Broadcast(ctx, notify.SocketMessage{Type: "fuzz.sync", ClientID: p.c.ID()}); err != nil {
 			t.Fatal(err)
 		}
 		refusals := 0

@@ -20,7 +20,7 @@ import (
 //	{"seq":42,"type":"customer.created","topic":"customers","data":{…},"time":"2026-11-25T13:00:00Z"}
 //
 // A message with an empty Topic goes to every connection; one with a Topic
-// goes only to that topic's subscribers. User and Client narrow delivery
+// goes only to that topic's subscribers. User and ClientID narrow delivery
 // further and never appear on the wire.
 type SocketMessage struct {
 	// Seq is assigned by the Registry's [Broker] when the message is
@@ -48,10 +48,10 @@ type SocketMessage struct {
 	// and replayed to the same user's resuming connections.
 	User string `json:"-"`
 
-	// Client, if set, restricts delivery to the one connection with that
-	// [Client.ID]. Such messages are not replayed on resume, since a
+	// ClientID, if set, restricts delivery to the one connection with that
+	// [ClientID.ID]. Such messages are not replayed on resume, since a
 	// reconnecting client gets a new ID.
-	Client string `json:"-"`
+	ClientID string `json:"-"`
 }
 
 // Close codes the library sends, beyond the standard ones of RFC 6455
@@ -171,7 +171,7 @@ func encodeBody(m *SocketMessage) ([]byte, error) {
 // wrapping [ErrInvalidMessage] for a message no client may receive, a body
 // that is not a JSON object, or raw text that [Registry.NotifyText] would
 // refuse (a broker shared with older nodes may carry such text).
-func frame(m *Message) ([]byte, error) {
+func frame(m *BrokerMessage) ([]byte, error) {
 	if m.Raw {
 		if err := checkText(m.Body); err != nil {
 			return nil, err

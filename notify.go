@@ -12,7 +12,7 @@ import (
 
 // Broadcast sends msg as JSON to every matching connection: all of them
 // when msg.Topic is empty, else the topic's subscribers, narrowed further
-// by msg.User and msg.Client. The message is encoded once, given the next
+// by msg.User and msg.ClientID. The message is encoded once, given the next
 // seq by the broker and kept in its history for resuming clients.
 //
 // Broadcast returns once the message is published: it has its seq, it is
@@ -28,29 +28,29 @@ import (
 // send, [ErrClosed] after Close or Shutdown, and the broker's error if
 // publishing failed (then no client received the message).
 func (r *Registry) Broadcast(ctx context.Context, msg SocketMessage) error {
-	m, err := NewMessage(msg)
+	m, err := NewBrokerMessage(msg)
 	if err != nil {
 		return err
 	}
 	return r.publish(ctx, m)
 }
 
-// NewMessage encodes msg as [Registry.Broadcast] does, into the [Message]
+// NewBrokerMessage encodes msg as [Registry.Broadcast] does, into the [BrokerMessage]
 // a [Broker] carries: Time is set to the current time (UTC) when zero, the
-// body is encoded once, and Topic, User and Client are copied. A broker
+// body is encoded once, and Topic, User and ClientID are copied. A broker
 // that publishes without a Registry, for example inside the caller's
 // database transaction, uses it so that clients receive exactly the frames
 // Broadcast would send. It returns an error wrapping [ErrInvalidMessage]
 // for a message Broadcast would refuse.
-func NewMessage(msg SocketMessage) (Message, error) {
+func NewBrokerMessage(msg SocketMessage) (BrokerMessage, error) {
 	if msg.Time.IsZero() {
 		msg.Time = time.Now().UTC()
 	}
 	body, err := encodeBody(&msg)
 	if err != nil {
-		return Message{}, err
+		return BrokerMessage{}, err
 	}
-	return Message{Topic: msg.Topic, User: msg.User, Client: msg.Client, Body: body}, nil
+	return BrokerMessage{Topic: msg.Topic, User: msg.User, ClientID: msg.ClientID, Body: body}, nil
 }
 
 // NotifyText sends text unchanged, as one text frame, to every connection.
@@ -79,10 +79,10 @@ func (r *Registry) NotifyText(ctx context.Context, text string) error {
 	if err := checkText(body); err != nil {
 		return err
 	}
-	return r.publish(ctx, Message{Raw: true, Body: body})
+	return r.publish(ctx, BrokerMessage{Raw: true, Body: body})
 }
 
-func (r *Registry) publish(ctx context.Context, m Message) error {
+func (r *Registry) publish(ctx context.Context, m BrokerMessage) error {
 	if r.isClosed() {
 		return ErrClosed
 	}

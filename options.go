@@ -51,7 +51,7 @@ type Options struct {
 
 	// OnConnect, if set, is called once a connection is registered: from
 	// then on every broadcast reaches it, so the hook may send it a targeted
-	// welcome ([SocketMessage.Client]). Delivery may already have begun when
+	// welcome ([SocketMessage.ClientID]). Delivery may already have begun when
 	// it runs. It runs on the connection's own goroutine, before the first
 	// inbound frame is read; a slow hook delays only that connection.
 	OnConnect func(c *Client)

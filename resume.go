@@ -221,8 +221,8 @@ func (r *Registry) replayChunk(c *Client, cur replayCursor, room int) ([]item, *
 
 // matches is Client.matches for a replayed message, against the topics the
 // connection had when it connected: later subscriptions are not replayed.
-func (cur *replayCursor) matches(c *Client, m *Message) bool {
-	if m.Client != "" && m.Client != c.id || m.User != "" && m.User != c.ident.User {
+func (cur *replayCursor) matches(c *Client, m *BrokerMessage) bool {
+	if m.ClientID != "" && m.ClientID != c.id || m.User != "" && m.User != c.ident.User {
 		return false
 	}
 	if m.Topic != "" {
@@ -327,7 +327,7 @@ func (f *recentFrames) put(epoch string, seq uint64, frame, ev []byte) {
 // fill sets frames[i] to the frame of msgs[i], or its Server-Sent Event if
 // events, shared when it is held and built otherwise; it stays nil for a
 // message no client may receive (see frame).
-func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte, events bool) {
+func (f *recentFrames) fill(epoch string, msgs []BrokerMessage, frames [][]byte, events bool) {
 	f.mu.Lock()
 	held := f.frames
 	if events {

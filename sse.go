@@ -411,7 +411,7 @@ func appendClose(b []byte, code websocket.StatusCode, reason string, wait int64)
 // sseMessage returns the event of a broker message, given its WebSocket
 // frame f (see frame): NotifyText's text as data lines only, or the same
 // JSON envelope with the id seq:epoch and its type as the event type.
-func sseMessage(m *Message, f []byte, epoch string) []byte {
+func sseMessage(m *BrokerMessage, f []byte, epoch string) []byte {
 	payload := framePayload(f)
 	if m.Raw {
 		return appendEvent(make([]byte, 0, len(payload)+16), nil, nil, payload)

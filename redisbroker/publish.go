@@ -71,7 +71,7 @@ type publisher struct {
 // publish is one Publish call's message and, once its batch returned, its
 // result.
 type publish struct {
-	m    notify.Message
+	m    notify.BrokerMessage
 	seq  uint64
 	err  error
 	done chan struct{} // closed when seq and err are set
@@ -95,7 +95,7 @@ const (
 // while the message waits for a batch, it is not published and ctx's error
 // is returned; once its batch is sent, Publish returns ctx's error at once
 // but the message may still be published.
-func (b *Broker) Publish(ctx context.Context, m notify.Message) (uint64, error) {
+func (b *Broker) Publish(ctx context.Context, m notify.BrokerMessage) (uint64, error) {
 	if b.isClosed() {
 		return 0, ErrClosed
 	}
@@ -189,7 +189,7 @@ func (b *Broker) send(ctx context.Context, batch []*publish) {
 		if q.m.Raw {
 			raw = "1"
 		}
-		args = append(args, raw, q.m.Topic, q.m.User, q.m.Client, q.m.Body)
+		args = append(args, raw, q.m.Topic, q.m.User, q.m.ClientID, q.m.Body)
 	}
 	r, err := publishScript.Run(ctx, b.rdb, b.keys, args...).Int64Slice()
 	if err == nil && len(r) != len(batch) {
