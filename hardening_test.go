@@ -757,7 +757,7 @@ func TestWriteTimeout(t *testing.T) {
 			if err != nil {
 				return
 			}
-			added <- reg.Add(context.Background(), conn, notify.ConnOptions{Resume: true, FromNow: true})
+			added <- reg.Add(context.Background(), conn, &notify.ConnOptions{ResumeNow: true})
 		})
 		read(t, dial(t, srv)) // hello; then it never reads again
 		stall(t, reg, 96)

@@ -104,21 +104,28 @@ type ConnOptions struct {
 	// [ValidTopic], and there may be at most [Options.MaxTopics].
 	Topics []string
 
-	// Resume asks for resumable delivery: the connection first receives a
-	// notify.hello with the stream's [Position], then every retained message
-	// with seq > Since that matches it, then live messages, with no gap and
-	// no duplicate. If Epoch is set and is not the stream's, or Since is
-	// not retained any more, or Since is ahead of the stream, a notify.gap
-	// follows the hello instead of the replay. A Since that this node has
-	// not fanned out yet but the broker's stream holds (it trails a shared
-	// stream) is waited for, at most 5 seconds, rather than called ahead.
-	Resume bool
-	Since  uint64
-	Epoch  string
+	// Resume, if not nil, makes the connection resumable from that
+	// [Position]: it first receives a notify.hello with the stream's
+	// position, then every retained message with a seq above Resume.Seq
+	// that matches it, then live messages, with no gap and no duplicate.
+	// An empty Resume.Epoch stands for the stream's current epoch. If
+	// Resume.Epoch is not the stream's, or Resume.Seq is not retained any
+	// more, or is ahead of the stream, a notify.gap follows the hello
+	// instead of the replay. A seq that this node has not fanned out yet
+	// but the broker's stream holds (it trails a shared stream) is waited
+	// for, at most 5 seconds, rather than called ahead. A page resumes
+	// from the Position its REST response carried ([Position.SetHeader]).
+	Resume *Position
 
-	// FromNow, with Resume, skips the replay: the client learns the
-	// position from notify.hello and receives live messages only.
-	FromNow bool
+	// ResumeNow makes the connection resumable from wherever the stream
+	// stands when it registers (since=now in the query): the notify.hello
+	// tells the client that position, and live messages follow, with no
+	// replay. Setting both Resume and ResumeNow is an error: [Registry.Add]
+	// refuses the connection.
+	ResumeNow bool
+
+	// With neither, the connection is not resumable: no notify.hello, no
+	// notify.gap, live messages only, as a plain WebSocket client expects.
 
 	// RemoteAddr is reported by [Client.RemoteAddr] and keys
 	// [Options.MaxConnectionsPerUser] for anonymous connections.
@@ -138,8 +145,8 @@ type ConnOptions struct {
 // websocket.Accept and serves it until it ends: it reads (answering pings,
 // handing application frames to [Options.OnMessage]), pings on the
 // heartbeat, and writes what is sent to it. Then it unregisters the
-// connection and returns. At most one opts is used; none means an anonymous
-// connection with no topics and no resume.
+// connection and returns. If opts is nil, the connection is anonymous, with
+// no topics and no resume.
 //
 // Add returns nil when either side closed the connection normally (1000 or
 // 1001, including Close and Shutdown), ctx's error if ctx ended it, and
@@ -147,10 +154,14 @@ type ConnOptions struct {
 // policy violation, or the read error. Errors for connections the library
 // closed wrap a websocket.CloseError with the code it sent. Add closes the
 // connection in every case.
-func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts ...ConnOptions) error {
+func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts *ConnOptions) error {
 	var o ConnOptions
-	if len(opts) > 0 {
-		o = opts[0]
+	if opts != nil {
+		o = *opts
+	}
+	if o.Resume != nil && o.ResumeNow {
+		conn.Close(websocket.StatusInternalError, "notify: server error")
+		return errResumeBoth
 	}
 	if err := r.checkTopics(ctx, o.Identity, o.Topics); err != nil {
 		conn.Close(websocket.StatusPolicyViolation, truncateReason(err.Error()))
@@ -158,6 +169,11 @@ func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts ...ConnOp
 	}
 	return r.serveConn(ctx, conn, o, nil)
 }
+
+var errResumeBoth = errors.New("notify: ConnOptions sets both Resume and ResumeNow")
+
+// resumable reports whether the connection gets a hello and hears of gaps.
+func (o *ConnOptions) resumable() bool { return o.Resume != nil || o.ResumeNow }
 
 // serveConn is Add once the topics are checked.
 func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOptions, fc *frameConn) error {
@@ -211,8 +227,8 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 		cancel:    cancel,
 		fc:        fc,
 		sse:       s,
-		held:      o.Resume,
-		resumable: o.Resume,
+		held:      o.resumable(),
+		resumable: o.resumable(),
 	}
 	c.limit = bucket{rate: r.opts.InboundRate, burst: float64(r.opts.InboundBurst), tokens: float64(r.opts.InboundBurst)}
 	c.refused = bucket{rate: refusedRate, burst: refusedBurst, tokens: refusedBurst}
@@ -225,7 +241,7 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 		fc.onPing = c.onPing // before the first read, on the goroutine that reads
 	}
 
-	if o.Resume && !o.FromNow && (o.Since > r.last.Load() || o.Epoch != "" && o.Epoch != *r.epoch.Load()) {
+	if p := o.Resume; p != nil && (p.Seq > r.last.Load() || p.Epoch != "" && p.Epoch != *r.epoch.Load()) {
 		r.catchUpTo(o) // see there; register below must see the position the client names
 	}
 	r.mu.Lock()
@@ -256,7 +272,7 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 	r.active.Add(1)
 	r.mu.Unlock()
 
-	if o.Resume {
+	if o.resumable() {
 		c.startResume(o, last)
 	}
 	return c, nil
