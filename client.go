@@ -210,7 +210,7 @@ func (c *Client) ping() bool {
 		if errors.Is(err, context.DeadlineExceeded) {
 			c.r.stats.heartbeat.Add(1)
 			c.r.warnThrottled(int(CloseHeartbeatTimeout), "notify: heartbeat timeout", "client", c.id)
-			c.fail(CloseHeartbeatTimeout, "notify: no pong within the ping interval", errHeartbeat)
+			c.fail(CloseHeartbeatTimeout, "notify: no pong within the ping interval", ErrHeartbeatTimeout)
 		}
 		return false
 	}
@@ -229,8 +229,6 @@ func (c *Client) queuePing() {
 	c.queue = append(c.queue, item{kind: itemPing})
 	c.startWriter()
 }
-
-var errHeartbeat = errors.New("notify: heartbeat timeout")
 
 // fail closes the connection with code and reason, dropping what is queued,
 // and records err as the reason [Registry.Add] returns. The connection

@@ -102,6 +102,10 @@ const (
 
 const reservedPrefix = "notify."
 
+// The errors a caller can test for with errors.Is. Every error the library
+// returns begins "notify: "; the rest (a policy violation, a bad query) are
+// not sentinels: their HTTP status or close code is the part to rely on.
+// [ErrHistoryGap] is with the [Broker] contract, which it belongs to.
 var (
 	// ErrClosed is returned by calls on a Registry after Close or Shutdown.
 	ErrClosed = errors.New("notify: registry closed")
@@ -110,9 +114,14 @@ var (
 	// [Options.AuthorizeTopic], makes the handler answer 403 instead of 401.
 	ErrForbidden = errors.New("notify: forbidden")
 
-	// ErrSlowConsumer is returned by [Registry.Add] for a connection closed
-	// with [CloseSlowConsumer].
-	ErrSlowConsumer = errors.New("notify: slow consumer")
+	// ErrSlowConsumer and ErrHeartbeatTimeout are wrapped by the error
+	// [Registry.Add] returns, and [Options.OnDisconnect] receives, for a
+	// connection closed with [CloseSlowConsumer] or [CloseHeartbeatTimeout]:
+	// each close code the library defines has its sentinel, for a metric
+	// or a log line keyed by errors.Is. (The error also wraps a
+	// websocket.CloseError with the code, for every code the library sends.)
+	ErrSlowConsumer     = errors.New("notify: slow consumer")
+	ErrHeartbeatTimeout = errors.New("notify: heartbeat timeout")
 
 	// ErrInvalidMessage is returned by Broadcast for a message that cannot be
 	// sent: an empty or reserved type, an invalid topic, or data that

@@ -150,8 +150,8 @@ type ConnOptions struct {
 //
 // Add returns nil when either side closed the connection normally (1000 or
 // 1001, including Close and Shutdown), ctx's error if ctx ended it, and
-// otherwise an error saying why: [ErrSlowConsumer], a heartbeat timeout, a
-// policy violation, or the read error. Errors for connections the library
+// otherwise an error saying why: [ErrSlowConsumer], [ErrHeartbeatTimeout],
+// a policy violation, or the read error. Errors for connections the library
 // closed wrap a websocket.CloseError with the code it sent. Add closes the
 // connection in every case.
 func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts *ConnOptions) error {
