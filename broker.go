@@ -49,7 +49,8 @@ import (
 //     BrokerLag), so it should cost about one round trip and must not
 //     create, trim or otherwise change the stream.
 //
-// Methods may be called concurrently.
+// Methods may be called concurrently. ExampleBroker is a minimal Broker that
+// keeps this contract, a starting point for one of your own.
 type Broker interface {
 	// Publish appends m to the stream (m.Seq is ignored) and returns the seq
 	// it was given.
