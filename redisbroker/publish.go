@@ -39,10 +39,8 @@ import (
 //     many per call. A yield costs no system call, and nothing waits on
 //     a clock: a lone publisher never reaches drain.
 //
-// On BenchmarkPublish with eight publishers, in runs taken in turn on the
-// README's shared 2-core machine, that took the CPU per message from
-// 41-54 µs to 30-35 µs in the Go process and from 33-37 µs to 23-29 µs in
-// redis-server (README, "Measured").
+// What that saves per message is measured by BenchmarkPublish, with the
+// load at the time, in the README's "Measured" section.
 //
 // Rejected: a pipeline of one script call per message (Redis still parses
 // and runs a script per message, and go-redis builds a command each),
@@ -86,8 +84,9 @@ const (
 // Publish implements [notify.Broker]: a script appends m to the stream
 // with the next seq (or, if m.Raw, without one), trims the stream to about
 // HistoryLength, and returns the seq. It does not wait for delivery.
-// Concurrent calls on one Broker share script calls (see publisher): the
-// messages of one goroutine are appended in the order of its calls.
+// Concurrent calls on one Broker share script calls: what queues while a
+// batch is in flight goes out as the next one, and the messages of one
+// goroutine are appended in the order of its calls.
 //
 // An error means the message may not have been published: Redis was
 // unreachable, or the reply was lost (then it may have been). Publish
