@@ -25,7 +25,9 @@ import (
 type SocketMessage struct {
 	// Seq is assigned by the Registry's [Broker] when the message is
 	// broadcast: it increases with every broadcast and identifies the
-	// message for resume. A value set by the caller is ignored.
+	// message for resume. A value set by the caller is ignored; the field
+	// is there for the receiving side, so that a Go client can decode the
+	// envelope it reads into a SocketMessage.
 	Seq uint64 `json:"seq"`
 
 	// Type names the event, e.g. "customer.created". Required. Types that
@@ -69,6 +71,8 @@ const (
 )
 
 // Reserved message types, exchanged between the library and its clients.
+// One more, [TypeClose], ends a Server-Sent Events stream and is documented
+// with the stream.
 const (
 	// TypeHello is the first message a resuming client receives:
 	// {"type":"notify.hello","data":{"epoch":"…","seq":N}}.
