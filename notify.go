@@ -121,11 +121,10 @@ type ConnOptions struct {
 	// stands when it registers (since=now in the query): the notify.hello
 	// tells the client that position, and live messages follow, with no
 	// replay. Setting both Resume and ResumeNow is an error: [Registry.Add]
-	// refuses the connection.
+	// refuses the connection. With neither, the connection is not
+	// resumable: no notify.hello, no notify.gap, live messages only, as a
+	// plain WebSocket client expects.
 	ResumeNow bool
-
-	// With neither, the connection is not resumable: no notify.hello, no
-	// notify.gap, live messages only, as a plain WebSocket client expects.
 
 	// RemoteAddr is reported by [Client.RemoteAddr] and keys
 	// [Options.MaxConnectionsPerUser] for anonymous connections.
