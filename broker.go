@@ -49,19 +49,20 @@ import (
 //     BrokerLag), so it should cost about one round trip and must not
 //     create, trim or otherwise change the stream.
 //
-// Methods may be called concurrently.
+// Methods may be called concurrently. ExampleBroker is a minimal Broker that
+// keeps this contract, a starting point for one of your own.
 type Broker interface {
 	// Publish appends m to the stream (m.Seq is ignored) and returns the seq
 	// it was given.
-	Publish(ctx context.Context, m Message) (seq uint64, err error)
+	Publish(ctx context.Context, m BrokerMessage) (seq uint64, err error)
 
 	// Subscribe starts delivering messages to deliver and returns the
 	// position just before the first message it will deliver. cancel stops
 	// delivery; deliver is not called after cancel returns.
-	Subscribe(ctx context.Context, deliver func(Message)) (pos Position, cancel func(), err error)
+	Subscribe(ctx context.Context, deliver func(BrokerMessage)) (pos Position, cancel func(), err error)
 
 	// History returns retained messages with after < seq <= upto.
-	History(ctx context.Context, after, upto uint64) ([]Message, error)
+	History(ctx context.Context, after, upto uint64) ([]BrokerMessage, error)
 
 	// Head returns the stream's epoch and the seq of the last message
 	// published to it. An error means the broker could not tell (its
@@ -69,16 +70,19 @@ type Broker interface {
 	Head(ctx context.Context) (Position, error)
 }
 
-// Message is a notification as a [Broker] carries it: the encoded body
-// plus what the Registry needs to route it.
-type Message struct {
-	Seq    uint64 // assigned by Publish; 0 for raw messages
-	Epoch  string // set by the broker on delivery and in History
-	Topic  string // empty: every connection
-	User   string // if set, only this user's connections
-	Client string // if set, only the connection with this ID
-	Raw    bool   // Body is sent as is (NotifyText), not retained
-	Body   []byte // JSON object without seq, or raw text; never modified after Publish
+// BrokerMessage is a notification as a [Broker] carries it: the encoded body
+// plus what the Registry needs to route it. Applications send a
+// [SocketMessage] with [Registry.Broadcast] and never build a BrokerMessage;
+// only code that implements a Broker, or publishes to one without a Registry
+// (see [NewBrokerMessage]), handles it.
+type BrokerMessage struct {
+	Seq      uint64 // assigned by Publish; 0 for raw messages
+	Epoch    string // set by the broker on delivery and in History
+	Topic    string // empty: every connection
+	User     string // if set, only this user's connections
+	ClientID string // if set, only the connection with this ID
+	Raw      bool   // Body is sent as is (NotifyText), not retained
+	Body     []byte // JSON object without seq, or raw text; never modified after Publish
 }
 
 // Position names a point in a broker's stream: the epoch and the last seq.

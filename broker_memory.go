@@ -12,7 +12,9 @@ import (
 // MemoryBroker is the default [Broker]: one process, sequence numbers and a
 // bounded history held in memory. Its epoch is random, so clients of a
 // restarted process are told about the gap instead of misreading old
-// sequence numbers. It is safe for concurrent use.
+// sequence numbers. It is safe for concurrent use. It holds no goroutine
+// or connection and has no Close: a subscription ends with its cancel
+// function, which the Registry calls when it closes.
 type MemoryBroker struct {
 	opts  MemoryBrokerOptions
 	epoch string
@@ -21,7 +23,7 @@ type MemoryBroker struct {
 	mu      sync.Mutex
 	seq     uint64
 	history []retained // oldest first, trimmed by count and age
-	subs    map[int]func(Message)
+	subs    map[int]func(BrokerMessage)
 	nextSub int
 }
 
@@ -36,7 +38,7 @@ type MemoryBrokerOptions struct {
 }
 
 type retained struct {
-	msg Message
+	msg BrokerMessage
 	at  time.Time
 }
 
@@ -57,13 +59,13 @@ func NewMemoryBroker(opts *MemoryBrokerOptions) *MemoryBroker {
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails
-	return &MemoryBroker{opts: o, epoch: hex.EncodeToString(id[:]), now: time.Now, subs: map[int]func(Message){}}
+	return &MemoryBroker{opts: o, epoch: hex.EncodeToString(id[:]), now: time.Now, subs: map[int]func(BrokerMessage){}}
 }
 
 // Publish assigns m the next seq, retains it and hands it to every
 // subscriber before returning. Subscribers receive messages in seq order
 // because delivery happens under the broker's lock.
-func (b *MemoryBroker) Publish(ctx context.Context, m Message) (uint64, error) {
+func (b *MemoryBroker) Publish(ctx context.Context, m BrokerMessage) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -98,7 +100,7 @@ func (b *MemoryBroker) trim(now time.Time) {
 }
 
 // Subscribe implements [Broker].
-func (b *MemoryBroker) Subscribe(ctx context.Context, deliver func(Message)) (Position, func(), error) {
+func (b *MemoryBroker) Subscribe(ctx context.Context, deliver func(BrokerMessage)) (Position, func(), error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	id := b.nextSub
@@ -127,7 +129,7 @@ func (b *MemoryBroker) Head(ctx context.Context) (Position, error) {
 // broker's lock, which it finds by position (retained seqs are
 // consecutive), so a resuming client's read holds up Publish only for the
 // copy of that range.
-func (b *MemoryBroker) History(ctx context.Context, after, upto uint64) ([]Message, error) {
+func (b *MemoryBroker) History(ctx context.Context, after, upto uint64) ([]BrokerMessage, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.trim(b.now())
@@ -135,9 +137,9 @@ func (b *MemoryBroker) History(ctx context.Context, after, upto uint64) ([]Messa
 	if len(b.history) > 0 {
 		oldest = b.history[0].msg.Seq
 	}
-	var out []Message
+	var out []BrokerMessage
 	if lo, hi := max(after+1, oldest), min(upto, b.seq); lo <= hi {
-		out = make([]Message, 0, hi-lo+1)
+		out = make([]BrokerMessage, 0, hi-lo+1)
 		for _, r := range b.history[lo-oldest : hi-oldest+1] {
 			out = append(out, r.msg)
 		}

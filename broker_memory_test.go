@@ -16,7 +16,7 @@ func TestMemoryBrokerHistoryBounds(t *testing.T) {
 	b := NewMemoryBroker(&MemoryBrokerOptions{HistoryLength: 3, HistoryAge: time.Minute})
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	b.now = func() time.Time { return now }
-	seqsOf := func(ms []Message) []uint64 {
+	seqsOf := func(ms []BrokerMessage) []uint64 {
 		var out []uint64
 		for _, m := range ms {
 			out = append(out, m.Seq)
@@ -24,11 +24,11 @@ func TestMemoryBrokerHistoryBounds(t *testing.T) {
 		return out
 	}
 	for i := range 5 {
-		if seq, err := b.Publish(ctx, Message{Body: []byte(`{}`)}); err != nil || seq != uint64(i+1) {
+		if seq, err := b.Publish(ctx, BrokerMessage{Body: []byte(`{}`)}); err != nil || seq != uint64(i+1) {
 			t.Fatalf("Publish = %d, %v", seq, err)
 		}
 	}
-	if _, err := b.Publish(ctx, Message{Raw: true, Body: []byte("raw")}); err != nil {
+	if _, err := b.Publish(ctx, BrokerMessage{Raw: true, Body: []byte("raw")}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := b.History(ctx, 2, 5)
@@ -40,7 +40,7 @@ func TestMemoryBrokerHistoryBounds(t *testing.T) {
 		t.Errorf("History(0, 5) = %v, %v; want 3 4 5 and ErrHistoryGap (count bound)", seqsOf(got), err)
 	}
 	now = now.Add(2 * time.Minute)
-	b.Publish(ctx, Message{Body: []byte(`{}`)})
+	b.Publish(ctx, BrokerMessage{Body: []byte(`{}`)})
 	got, err = b.History(ctx, 4, 6)
 	if !errors.Is(err, ErrHistoryGap) || !cmp.Equal(seqsOf(got), []uint64{6}) {
 		t.Errorf("History(4, 6) = %v, %v; want 6 and ErrHistoryGap (age bound)", seqsOf(got), err)

@@ -21,20 +21,20 @@ import (
 // broker that loses its history or skips messages.
 type pushBroker struct {
 	mu      sync.Mutex
-	deliver func(notify.Message)
+	deliver func(notify.BrokerMessage)
 	head    notify.Position // of the last regular message pushed
 }
 
 var _ notify.Broker = (*pushBroker)(nil)
 
-func (b *pushBroker) Publish(context.Context, notify.Message) (uint64, error) { return 0, nil }
+func (b *pushBroker) Publish(context.Context, notify.BrokerMessage) (uint64, error) { return 0, nil }
 
-func (b *pushBroker) Subscribe(_ context.Context, deliver func(notify.Message)) (notify.Position, func(), error) {
+func (b *pushBroker) Subscribe(_ context.Context, deliver func(notify.BrokerMessage)) (notify.Position, func(), error) {
 	b.deliver = deliver
 	return notify.Position{Epoch: "e1"}, func() {}, nil
 }
 
-func (b *pushBroker) History(context.Context, uint64, uint64) ([]notify.Message, error) {
+func (b *pushBroker) History(context.Context, uint64, uint64) ([]notify.BrokerMessage, error) {
 	return nil, nil
 }
 
@@ -44,7 +44,7 @@ func (b *pushBroker) Head(context.Context) (notify.Position, error) {
 	return b.head, nil
 }
 
-func (b *pushBroker) push(m notify.Message) {
+func (b *pushBroker) push(m notify.BrokerMessage) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !m.Raw {
@@ -62,10 +62,10 @@ func TestBrokerGapsReachResumableClients(t *testing.T) {
 	s := newServer(t, &notify.Options{Broker: b})
 	c, _ := dialReady(t, s, "")
 	body := []byte(`{"type":"m"}`)
-	b.push(notify.Message{Seq: 1, Epoch: "e1", Body: body})
-	b.push(notify.Message{Seq: 4, Epoch: "e1", Body: body})                        // 2 and 3 are lost
-	b.push(notify.Message{Raw: true, Epoch: "e2", Body: []byte(`{"type":"raw"}`)}) // first of a new epoch, raw
-	b.push(notify.Message{Seq: 1, Epoch: "e2", Body: body})
+	b.push(notify.BrokerMessage{Seq: 1, Epoch: "e1", Body: body})
+	b.push(notify.BrokerMessage{Seq: 4, Epoch: "e1", Body: body})                        // 2 and 3 are lost
+	b.push(notify.BrokerMessage{Raw: true, Epoch: "e2", Body: []byte(`{"type":"raw"}`)}) // first of a new epoch, raw
+	b.push(notify.BrokerMessage{Seq: 1, Epoch: "e2", Body: body})
 
 	if m := read(t, c); m.Seq != 1 {
 		t.Fatalf("got %+v, want seq 1", m)
@@ -99,7 +99,7 @@ type corruptingBroker struct {
 	*notify.MemoryBroker
 }
 
-func (b corruptingBroker) Publish(ctx context.Context, m notify.Message) (uint64, error) {
+func (b corruptingBroker) Publish(ctx context.Context, m notify.BrokerMessage) (uint64, error) {
 	switch {
 	case m.Raw && string(m.Body) == "forge":
 		m.Body = []byte(`{"seq":99,"type":"t.forged"}`)
@@ -176,11 +176,11 @@ func TestBadBrokerMessagesAreSkipped(t *testing.T) {
 	}
 }
 
-// TestNewMessageMatchesBroadcast: a Message made by NewMessage and handed
+// TestNewBrokerMessageMatchesBroadcast: a BrokerMessage made by NewBrokerMessage and handed
 // to the broker directly, as a broker publishing inside a database
 // transaction does, reaches clients as the very bytes Broadcast sends;
-// messages Broadcast refuses, NewMessage refuses too.
-func TestNewMessageMatchesBroadcast(t *testing.T) {
+// messages Broadcast refuses, NewBrokerMessage refuses too.
+func TestNewBrokerMessageMatchesBroadcast(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := notify.NewMemoryBroker(nil)
@@ -192,7 +192,7 @@ func TestNewMessageMatchesBroadcast(t *testing.T) {
 	if err := s.reg.Broadcast(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
-	m, err := notify.NewMessage(msg)
+	m, err := notify.NewBrokerMessage(msg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,13 +215,13 @@ func TestNewMessageMatchesBroadcast(t *testing.T) {
 		t.Errorf("frames (-want +got):\n%s", diff)
 	}
 
-	if m, err := notify.NewMessage(notify.SocketMessage{Type: "x", Topic: "orders", User: "u", Client: "c"}); err != nil ||
-		m.Topic != "orders" || m.User != "u" || m.Client != "c" || m.Seq != 0 || m.Raw || !bytes.Contains(m.Body, []byte(`"time":"`)) {
-		t.Errorf("NewMessage with targets = %+v, %v", m, err)
+	if m, err := notify.NewBrokerMessage(notify.SocketMessage{Type: "x", Topic: "orders", User: "u", ClientID: "c"}); err != nil ||
+		m.Topic != "orders" || m.User != "u" || m.ClientID != "c" || m.Seq != 0 || m.Raw || !bytes.Contains(m.Body, []byte(`"time":"`)) {
+		t.Errorf("NewBrokerMessage with targets = %+v, %v", m, err)
 	}
 	for _, bad := range []notify.SocketMessage{{}, {Type: "notify.gap"}, {Type: "x", Topic: "no spaces"}, {Type: "x", Data: func() {}}} {
-		if _, err := notify.NewMessage(bad); !errors.Is(err, notify.ErrInvalidMessage) {
-			t.Errorf("NewMessage(%+v) error %v, want ErrInvalidMessage", bad, err)
+		if _, err := notify.NewBrokerMessage(bad); !errors.Is(err, notify.ErrInvalidMessage) {
+			t.Errorf("NewBrokerMessage(%+v) error %v, want ErrInvalidMessage", bad, err)
 		}
 	}
 }
@@ -234,9 +234,9 @@ type laggingBroker struct {
 	heads chan struct{}
 
 	mu      sync.Mutex
-	deliver func(notify.Message)
+	deliver func(notify.BrokerMessage)
 	hold    bool
-	held    []notify.Message
+	held    []notify.BrokerMessage
 	headErr error
 }
 
@@ -244,11 +244,11 @@ func newLaggingBroker() *laggingBroker {
 	return &laggingBroker{MemoryBroker: notify.NewMemoryBroker(nil), heads: make(chan struct{}, 100)}
 }
 
-func (b *laggingBroker) Subscribe(ctx context.Context, deliver func(notify.Message)) (notify.Position, func(), error) {
+func (b *laggingBroker) Subscribe(ctx context.Context, deliver func(notify.BrokerMessage)) (notify.Position, func(), error) {
 	b.mu.Lock()
 	b.deliver = deliver
 	b.mu.Unlock()
-	return b.MemoryBroker.Subscribe(ctx, func(m notify.Message) {
+	return b.MemoryBroker.Subscribe(ctx, func(m notify.BrokerMessage) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.hold {
@@ -305,7 +305,7 @@ func TestResumeOnALaggingNode(t *testing.T) {
 
 	b.setHold(true)
 	for i := range 5 { // published on "another node": this one is not handed them yet
-		if _, err := b.Publish(ctx, notify.Message{Body: fmt.Appendf(nil, `{"type":"m%d"}`, i+1)}); err != nil {
+		if _, err := b.Publish(ctx, notify.BrokerMessage{Body: fmt.Appendf(nil, `{"type":"m%d"}`, i+1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -351,7 +351,7 @@ func TestStatsBrokerHealth(t *testing.T) {
 	}
 	b.setHold(true)
 	for range 7 {
-		if _, err := b.Publish(context.Background(), notify.Message{Body: []byte(`{"type":"m"}`)}); err != nil {
+		if _, err := b.Publish(context.Background(), notify.BrokerMessage{Body: []byte(`{"type":"m"}`)}); err != nil {
 			t.Fatal(err)
 		}
 	}

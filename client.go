@@ -71,7 +71,7 @@ type item struct {
 }
 
 // ID returns the connection's identifier, unique across the nodes that share
-// a broker. Put it in [SocketMessage.Client] to send to this connection only.
+// a broker. Put it in [SocketMessage.ClientID] to send to this connection only.
 func (c *Client) ID() string { return c.id }
 
 // Identity returns what [Options.Authorize] attached to the connection.
@@ -94,8 +94,8 @@ func (c *Client) Topics() []string {
 }
 
 // matches reports whether a targeted message is for c (r.mu held).
-func (c *Client) matches(m *Message) bool {
-	if m.Client != "" && m.Client != c.id {
+func (c *Client) matches(m *BrokerMessage) bool {
+	if m.ClientID != "" && m.ClientID != c.id {
 		return false
 	}
 	if m.User != "" && m.User != c.ident.User {
@@ -210,7 +210,7 @@ func (c *Client) ping() bool {
 		if errors.Is(err, context.DeadlineExceeded) {
 			c.r.stats.heartbeat.Add(1)
 			c.r.warnThrottled(int(CloseHeartbeatTimeout), "notify: heartbeat timeout", "client", c.id)
-			c.fail(CloseHeartbeatTimeout, "notify: no pong within the ping interval", errHeartbeat)
+			c.fail(CloseHeartbeatTimeout, "notify: no pong within the ping interval", ErrHeartbeatTimeout)
 		}
 		return false
 	}
@@ -229,8 +229,6 @@ func (c *Client) queuePing() {
 	c.queue = append(c.queue, item{kind: itemPing})
 	c.startWriter()
 }
-
-var errHeartbeat = errors.New("notify: heartbeat timeout")
 
 // fail closes the connection with code and reason, dropping what is queued,
 // and records err as the reason [Registry.Add] returns. The connection

@@ -32,12 +32,12 @@ const (
 // dispatcher is the Registry's fan-out goroutine and its backlog.
 type dispatcher struct {
 	mu      sync.Mutex
-	room    sync.Cond // signalled when the dispatcher takes the backlog
-	passed  sync.Cond // signalled when the dispatcher finished a pass
-	pending []Message // delivered by the broker, not yet fanned out
-	bytes   int       // their bodies' bytes
-	in, out uint64    // messages delivered by the broker; fanned out
-	seen    Position  // of the last regular message the broker delivered
+	room    sync.Cond       // signalled when the dispatcher takes the backlog
+	passed  sync.Cond       // signalled when the dispatcher finished a pass
+	pending []BrokerMessage // delivered by the broker, not yet fanned out
+	bytes   int             // their bodies' bytes
+	in, out uint64          // messages delivered by the broker; fanned out
+	seen    Position        // of the last regular message the broker delivered
 	wake    chan struct{}
 	stop    chan struct{} // closed by Registry.stop once deliveries ended
 	done    chan struct{} // closed when the dispatcher has exited
@@ -45,7 +45,7 @@ type dispatcher struct {
 
 	// The dispatcher goroutine's own.
 	behind bool // the last pass left a queue more than half full
-	spare  []Message
+	spare  []BrokerMessage
 	ents   []entry
 	cands  []*Client
 	items  []item
@@ -58,7 +58,7 @@ type dispatcher struct {
 // resumable connections (m nil). ev is the same as a Server-Sent Event,
 // built only while the Registry has such connections.
 type entry struct {
-	m  *Message
+	m  *BrokerMessage
 	b  []byte
 	ev []byte
 }
@@ -74,7 +74,7 @@ func (d *dispatcher) init() {
 // deliver is the Registry's broker subscription: it appends m to the
 // backlog and wakes the dispatcher. It waits only while the backlog is
 // full.
-func (r *Registry) deliver(m Message) {
+func (r *Registry) deliver(m BrokerMessage) {
 	d := &r.disp
 	d.mu.Lock()
 	for len(d.pending) > 0 && (len(d.pending) >= dispatchBacklog || d.bytes+len(m.Body) > dispatchBytes) {
@@ -192,7 +192,7 @@ func (d *dispatcher) catchUp() {
 //
 // A message no client may receive (see frame) is logged and skipped, after
 // that bookkeeping: its seq counts as seen, so skipping it is no gap.
-func (r *Registry) dispatch(msgs []Message) {
+func (r *Registry) dispatch(msgs []BrokerMessage) {
 	d := &r.disp
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -238,7 +238,7 @@ func (r *Registry) dispatch(msgs []Message) {
 			continue
 		}
 		ents = append(ents, entry{m: m, b: f, ev: ev})
-		if m.Topic == "" && m.User == "" && m.Client == "" {
+		if m.Topic == "" && m.User == "" && m.ClientID == "" {
 			all = true
 		} else {
 			uniform = false
@@ -293,8 +293,8 @@ func (r *Registry) dispatch(msgs []Message) {
 			}
 			for _, e := range ents {
 				switch m := e.m; {
-				case m.Client != "":
-					if c := r.byID[m.Client]; c != nil {
+				case m.ClientID != "":
+					if c := r.byID[m.ClientID]; c != nil {
 						add(c)
 					}
 				case m.User != "":

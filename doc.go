@@ -52,7 +52,7 @@
 //
 // Clients subscribe with ?topic=NAME or a notify.subscribe message,
 // authorised by [Options.AuthorizeTopic]. [SocketMessage.Topic],
-// [SocketMessage.User] and [SocketMessage.Client] narrow delivery.
+// [SocketMessage.User] and [SocketMessage.ClientID] narrow delivery.
 //
 // # Safety
 //

@@ -311,3 +311,115 @@ func ExampleOptions_authorize() {
 	// closed: 1008 notify: authorisation expired
 	// probe with a fresh token: 204
 }
+
+// logBroker is a minimal Broker that keeps the whole contract: one
+// process, a bounded history, delivery in seq order. It is what
+// MemoryBroker does, without the age bound and the faster History.
+type logBroker struct {
+	mu    sync.Mutex
+	epoch string                 // a real broker picks a fresh random one whenever history is lost
+	max   int                    // the most messages retained
+	log   []notify.BrokerMessage // the retained regular messages, oldest first, consecutive seqs
+	seq   uint64                 // the last seq given
+	subs  map[*func(notify.BrokerMessage)]struct{}
+}
+
+// Publish numbers, retains and delivers under one lock, so every subscriber
+// gets every message once, in seq order, one call at a time. That is safe
+// because the Registry's deliver function never blocks.
+func (b *logBroker) Publish(ctx context.Context, m notify.BrokerMessage) (uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m.Seq, m.Epoch = 0, b.epoch // a raw message (NotifyText) has no seq and is not retained
+	if !m.Raw {
+		b.seq++
+		m.Seq = b.seq
+		b.log = append(b.log, m)
+		if len(b.log) > b.max {
+			b.log = b.log[1:]
+		}
+	}
+	for deliver := range b.subs {
+		(*deliver)(m)
+	}
+	return m.Seq, nil
+}
+
+// Subscribe returns the position just before the first message it will
+// deliver; after cancel returns, deliver is not called again.
+func (b *logBroker) Subscribe(ctx context.Context, deliver func(notify.BrokerMessage)) (notify.Position, func(), error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	key := &deliver
+	b.subs[key] = struct{}{}
+	cancel := func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		delete(b.subs, key)
+	}
+	return notify.Position{Epoch: b.epoch, Seq: b.seq}, cancel, nil
+}
+
+// History returns what is retained of (after, upto], and says when part of
+// it is not retained any more.
+func (b *logBroker) History(ctx context.Context, after, upto uint64) ([]notify.BrokerMessage, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []notify.BrokerMessage
+	for _, m := range b.log {
+		if m.Seq > after && m.Seq <= upto {
+			out = append(out, m)
+		}
+	}
+	if upto > after && (len(b.log) == 0 || b.log[0].Seq > after+1) {
+		return out, fmt.Errorf("logBroker: messages after %d: %w", after, notify.ErrHistoryGap)
+	}
+	return out, nil
+}
+
+// Head reports the last seq given, delivered or not.
+func (b *logBroker) Head(ctx context.Context) (notify.Position, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return notify.Position{Epoch: b.epoch, Seq: b.seq}, nil
+}
+
+// A Broker carries messages from Broadcast to the connections, numbers them
+// and keeps the history resuming clients replay; see the contract on
+// Broker. Here a minimal one retains two messages: after three broadcasts,
+// a client that resumes from seq 0 gets a notify.gap (seq 1 is gone) and
+// one that resumes from seq 2 gets the third message.
+func ExampleBroker() {
+	b := &logBroker{epoch: "e1", max: 2, subs: map[*func(notify.BrokerMessage)]struct{}{}}
+	reg := notify.New(&notify.Options{Broker: b})
+	defer reg.Close()
+	srv := httptest.NewServer(reg.Handler())
+	defer srv.Close()
+
+	ctx := context.Background()
+	for _, name := range []string{"Ada", "Grace", "Edsger"} {
+		reg.Broadcast(ctx, notify.SocketMessage{Type: "customer.created", Data: name})
+	}
+	for _, since := range []string{"0", "2"} {
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"?since="+since+"&epoch=e1", nil)
+		if err != nil {
+			panic(err)
+		}
+		for range 2 { // the hello, then the gap or the replay
+			_, msg, _ := c.Read(ctx)
+			var m struct {
+				Seq  uint64
+				Type string
+				Data any
+			}
+			json.Unmarshal(msg, &m)
+			fmt.Printf("since=%s: %d %s %v\n", since, m.Seq, m.Type, m.Data)
+		}
+		c.Close(websocket.StatusNormalClosure, "")
+	}
+	// Output:
+	// since=0: 0 notify.hello map[epoch:e1 seq:3]
+	// since=0: 0 notify.gap map[epoch:e1 reason:expired seq:3 since:0]
+	// since=2: 0 notify.hello map[epoch:e1 seq:3]
+	// since=2: 3 customer.created Edsger
+}

@@ -52,19 +52,20 @@ func FuzzParseQuery(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if o.Resume != (len(since) == 1) || o.FromNow != (o.Resume && since[0] == "now") || len(o.Topics) != len(q["topic"]) {
+		numbered := len(since) == 1 && since[0] != "now"
+		if (o.Resume != nil) != numbered || o.ResumeNow != (len(since) == 1 && !numbered) || len(o.Topics) != len(q["topic"]) {
 			t.Fatalf("ParseQuery(%q) = %+v", raw, o)
 		}
 
 		back := url.Values{"topic": o.Topics}
-		if o.Resume {
-			back.Set("since", strconv.FormatUint(o.Since, 10))
-			if o.FromNow {
-				back.Set("since", "now")
-			}
+		if o.ResumeNow {
+			back.Set("since", "now")
 		}
-		if o.Epoch != "" {
-			back.Set("epoch", o.Epoch)
+		if p := o.Resume; p != nil {
+			back.Set("since", strconv.FormatUint(p.Seq, 10))
+			if p.Epoch != "" {
+				back.Set("epoch", p.Epoch)
+			}
 		}
 		q2, err := url.ParseQuery(back.Encode())
 		if err != nil {
@@ -386,7 +387,7 @@ func FuzzInboundFrame(f *testing.F) {
 		if want.app != (len(gotApp) == 1) || len(gotApp) > 1 || want.app && !bytes.Equal(gotApp[0], data) {
 			t.Fatalf("%q: OnMessage got %q, want app=%v", data, gotApp, want.app)
 		}
-		if err := reg.Broadcast(ctx, notify.SocketMessage{Type: "fuzz.sync", Client: p.c.ID()}); err != nil {
+		if err := reg.Broadcast(ctx, notify.SocketMessage{Type: "fuzz.sync", ClientID: p.c.ID()}); err != nil {
 			t.Fatal(err)
 		}
 		refusals := 0

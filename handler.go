@@ -238,20 +238,19 @@ func (r *Registry) check(req *http.Request, stream bool) (ConnOptions, int, erro
 			return ConnOptions{}, http.StatusForbidden, err
 		}
 	}
-	o, err := ParseQuery(req.URL.Query())
+	q, err := ParseQuery(req.URL.Query())
 	if err != nil {
 		return ConnOptions{}, http.StatusBadRequest, err
 	}
+	o := *q
 	if stream {
-		if !o.Resume { // the query's since wins over Last-Event-ID
-			last, err := parseLastEventID(req.Header.Get("Last-Event-ID"))
-			if err != nil {
+		if !o.resumable() { // the query's since wins over Last-Event-ID
+			if o.Resume, err = parseLastEventID(req.Header.Get("Last-Event-ID")); err != nil {
 				return ConnOptions{}, http.StatusBadRequest, err
 			}
-			o.Resume, o.Since, o.Epoch = last.Resume, last.Since, last.Epoch
 		}
-		if !o.Resume { // every stream starts with a hello, and hears of gaps
-			o.Resume, o.FromNow = true, true
+		if !o.resumable() { // every stream starts with a hello, and hears of gaps
+			o.ResumeNow = true
 		}
 	}
 	o.RemoteAddr = remoteIP(req)
@@ -363,9 +362,11 @@ func (r *Registry) logRefusal(status int, req *http.Request, err error) {
 // ParseQuery reads a connection's options from an upgrade URL's query:
 //
 //	topic=NAME   subscribe to NAME (repeatable; see ValidTopic)
-//	since=SEQ    resume after SEQ (a decimal seq), or since=now for live
-//	             messages only; either way the client first gets notify.hello
-//	epoch=EPOCH  the epoch SEQ belongs to (from notify.hello or Position)
+//	since=SEQ    resume after SEQ, a decimal seq (ConnOptions.Resume), or
+//	             since=now for live messages only (ConnOptions.ResumeNow);
+//	             either way the client first gets notify.hello
+//	epoch=EPOCH  the epoch SEQ belongs to (from notify.hello or Position;
+//	             ignored with since=now)
 //	keepalive=MS ask for a notify.keepalive every MS milliseconds (see
 //	             ConnOptions.KeepAlive); 0 or absent: none
 //
@@ -377,43 +378,44 @@ func (r *Registry) logRefusal(status int, req *http.Request, err error) {
 // epoch or keepalive.
 // Callers that accept connections themselves can pass its result to
 // [Registry.Add].
-func ParseQuery(q url.Values) (ConnOptions, error) {
-	var o ConnOptions
+func ParseQuery(q url.Values) (*ConnOptions, error) {
+	o := new(ConnOptions)
 	for _, t := range q["topic"] {
 		if !ValidTopic(t) {
-			return ConnOptions{}, fmt.Errorf("%w: invalid topic name %q", errTopic, t)
+			return nil, fmt.Errorf("%w: invalid topic name %q", errTopic, t)
 		}
 		o.Topics = append(o.Topics, t)
 	}
 	since, epoch := q["since"], q["epoch"]
 	if len(since) > 1 || len(epoch) > 1 {
-		return ConnOptions{}, errors.New("notify: since and epoch may be given once")
+		return nil, errors.New("notify: since and epoch may be given once")
 	}
 	if len(epoch) == 1 && len(since) == 0 {
-		return ConnOptions{}, errors.New("notify: epoch needs since")
+		return nil, errors.New("notify: epoch needs since")
 	}
 	if len(since) == 1 {
-		o.Resume = true
 		if since[0] == "now" {
-			o.FromNow = true
+			o.ResumeNow = true
 		} else {
 			n, err := strconv.ParseUint(since[0], 10, 64)
 			if err != nil {
-				return ConnOptions{}, fmt.Errorf("notify: since must be a sequence number or \"now\", not %q", since[0])
+				return nil, fmt.Errorf("notify: since must be a sequence number or \"now\", not %q", since[0])
 			}
-			o.Since = n
+			o.Resume = &Position{Seq: n}
 		}
 	}
 	if len(epoch) == 1 {
 		if len(epoch[0]) > 64 {
-			return ConnOptions{}, errors.New("notify: epoch too long")
+			return nil, errors.New("notify: epoch too long")
 		}
-		o.Epoch = epoch[0]
+		if o.Resume != nil {
+			o.Resume.Epoch = epoch[0]
+		}
 	}
 	if ka := q["keepalive"]; len(ka) > 0 {
 		ms, err := strconv.ParseUint(ka[0], 10, 32)
 		if err != nil || len(ka) > 1 {
-			return ConnOptions{}, errors.New("notify: keepalive must be given once, in milliseconds")
+			return nil, errors.New("notify: keepalive must be given once, in milliseconds")
 		}
 		o.KeepAlive = time.Duration(ms) * time.Millisecond
 	}

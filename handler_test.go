@@ -157,11 +157,11 @@ func TestParseQuery(t *testing.T) {
 	t.Parallel()
 	q := map[string][]string{"topic": {"a", "b"}, "since": {"42"}, "epoch": {"e1"}}
 	o, err := notify.ParseQuery(q)
-	if err != nil || !o.Resume || o.Since != 42 || o.Epoch != "e1" || len(o.Topics) != 2 {
+	if err != nil || o.Resume == nil || *o.Resume != (notify.Position{Epoch: "e1", Seq: 42}) || o.ResumeNow || len(o.Topics) != 2 {
 		t.Errorf("ParseQuery = %+v, %v", o, err)
 	}
 	o, err = notify.ParseQuery(map[string][]string{"since": {"now"}})
-	if err != nil || !o.Resume || !o.FromNow {
+	if err != nil || o.Resume != nil || !o.ResumeNow {
 		t.Errorf("ParseQuery(since=now) = %+v, %v", o, err)
 	}
 }

@@ -757,7 +757,7 @@ func TestWriteTimeout(t *testing.T) {
 			if err != nil {
 				return
 			}
-			added <- reg.Add(context.Background(), conn, notify.ConnOptions{Resume: true, FromNow: true})
+			added <- reg.Add(context.Background(), conn, &notify.ConnOptions{ResumeNow: true})
 		})
 		read(t, dial(t, srv)) // hello; then it never reads again
 		stall(t, reg, 96)
@@ -828,8 +828,8 @@ func TestHeartbeatClosesSilentPeerInTwoIntervals(t *testing.T) {
 	removed := end.at.Sub(start)
 	t.Logf("silent peer found after %v (%.2f PingIntervals of %v), removed after %v",
 		found.Round(time.Millisecond), float64(found)/float64(interval), interval, removed.Round(time.Millisecond))
-	if closeCode(end.err) != notify.CloseHeartbeatTimeout {
-		t.Errorf("err = %v, want code %d", end.err, notify.CloseHeartbeatTimeout)
+	if closeCode(end.err) != notify.CloseHeartbeatTimeout || !errors.Is(end.err, notify.ErrHeartbeatTimeout) {
+		t.Errorf("err = %v, want code %d and ErrHeartbeatTimeout", end.err, notify.CloseHeartbeatTimeout)
 	}
 	if found < interval {
 		t.Errorf("found after %v, before the peer had a whole interval (%v) to answer", found, interval)

@@ -503,9 +503,9 @@ type publishingBroker struct {
 	once sync.Once
 }
 
-func (b *publishingBroker) History(ctx context.Context, after, upto uint64) ([]notify.Message, error) {
+func (b *publishingBroker) History(ctx context.Context, after, upto uint64) ([]notify.BrokerMessage, error) {
 	b.once.Do(func() {
-		if _, err := b.MemoryBroker.Publish(ctx, notify.Message{Body: []byte(`{"type":"raced"}`)}); err != nil {
+		if _, err := b.MemoryBroker.Publish(ctx, notify.BrokerMessage{Body: []byte(`{"type":"raced"}`)}); err != nil {
 			panic(err)
 		}
 	})

@@ -20,12 +20,14 @@ import (
 //	{"seq":42,"type":"customer.created","topic":"customers","data":{…},"time":"2026-11-25T13:00:00Z"}
 //
 // A message with an empty Topic goes to every connection; one with a Topic
-// goes only to that topic's subscribers. User and Client narrow delivery
+// goes only to that topic's subscribers. User and ClientID narrow delivery
 // further and never appear on the wire.
 type SocketMessage struct {
 	// Seq is assigned by the Registry's [Broker] when the message is
 	// broadcast: it increases with every broadcast and identifies the
-	// message for resume. A value set by the caller is ignored.
+	// message for resume. A value set by the caller is ignored; the field
+	// is there for the receiving side, so that a Go client can decode the
+	// envelope it reads into a SocketMessage.
 	Seq uint64 `json:"seq"`
 
 	// Type names the event, e.g. "customer.created". Required. Types that
@@ -48,10 +50,10 @@ type SocketMessage struct {
 	// and replayed to the same user's resuming connections.
 	User string `json:"-"`
 
-	// Client, if set, restricts delivery to the one connection with that
-	// [Client.ID]. Such messages are not replayed on resume, since a
+	// ClientID, if set, restricts delivery to the one connection with that
+	// [ClientID.ID]. Such messages are not replayed on resume, since a
 	// reconnecting client gets a new ID.
-	Client string `json:"-"`
+	ClientID string `json:"-"`
 }
 
 // Close codes the library sends, beyond the standard ones of RFC 6455
@@ -69,6 +71,8 @@ const (
 )
 
 // Reserved message types, exchanged between the library and its clients.
+// One more, [TypeClose], ends a Server-Sent Events stream and is documented
+// with the stream.
 const (
 	// TypeHello is the first message a resuming client receives:
 	// {"type":"notify.hello","data":{"epoch":"…","seq":N}}.
@@ -102,6 +106,10 @@ const (
 
 const reservedPrefix = "notify."
 
+// The errors a caller can test for with errors.Is. Every error the library
+// returns begins "notify: "; the rest (a policy violation, a bad query) are
+// not sentinels: their HTTP status or close code is the part to rely on.
+// [ErrHistoryGap] is with the [Broker] contract, which it belongs to.
 var (
 	// ErrClosed is returned by calls on a Registry after Close or Shutdown.
 	ErrClosed = errors.New("notify: registry closed")
@@ -110,9 +118,14 @@ var (
 	// [Options.AuthorizeTopic], makes the handler answer 403 instead of 401.
 	ErrForbidden = errors.New("notify: forbidden")
 
-	// ErrSlowConsumer is returned by [Registry.Add] for a connection closed
-	// with [CloseSlowConsumer].
-	ErrSlowConsumer = errors.New("notify: slow consumer")
+	// ErrSlowConsumer and ErrHeartbeatTimeout are wrapped by the error
+	// [Registry.Add] returns, and [Options.OnDisconnect] receives, for a
+	// connection closed with [CloseSlowConsumer] or [CloseHeartbeatTimeout]:
+	// each close code the library defines has its sentinel, for a metric
+	// or a log line keyed by errors.Is. (The error also wraps a
+	// websocket.CloseError with the code, for every code the library sends.)
+	ErrSlowConsumer     = errors.New("notify: slow consumer")
+	ErrHeartbeatTimeout = errors.New("notify: heartbeat timeout")
 
 	// ErrInvalidMessage is returned by Broadcast for a message that cannot be
 	// sent: an empty or reserved type, an invalid topic, or data that
@@ -171,7 +184,7 @@ func encodeBody(m *SocketMessage) ([]byte, error) {
 // wrapping [ErrInvalidMessage] for a message no client may receive, a body
 // that is not a JSON object, or raw text that [Registry.NotifyText] would
 // refuse (a broker shared with older nodes may carry such text).
-func frame(m *Message) ([]byte, error) {
+func frame(m *BrokerMessage) ([]byte, error) {
 	if m.Raw {
 		if err := checkText(m.Body); err != nil {
 			return nil, err

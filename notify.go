@@ -12,7 +12,7 @@ import (
 
 // Broadcast sends msg as JSON to every matching connection: all of them
 // when msg.Topic is empty, else the topic's subscribers, narrowed further
-// by msg.User and msg.Client. The message is encoded once, given the next
+// by msg.User and msg.ClientID. The message is encoded once, given the next
 // seq by the broker and kept in its history for resuming clients.
 //
 // Broadcast returns once the message is published: it has its seq, it is
@@ -28,29 +28,29 @@ import (
 // send, [ErrClosed] after Close or Shutdown, and the broker's error if
 // publishing failed (then no client received the message).
 func (r *Registry) Broadcast(ctx context.Context, msg SocketMessage) error {
-	m, err := NewMessage(msg)
+	m, err := NewBrokerMessage(msg)
 	if err != nil {
 		return err
 	}
 	return r.publish(ctx, m)
 }
 
-// NewMessage encodes msg as [Registry.Broadcast] does, into the [Message]
+// NewBrokerMessage encodes msg as [Registry.Broadcast] does, into the [BrokerMessage]
 // a [Broker] carries: Time is set to the current time (UTC) when zero, the
-// body is encoded once, and Topic, User and Client are copied. A broker
+// body is encoded once, and Topic, User and ClientID are copied. A broker
 // that publishes without a Registry, for example inside the caller's
 // database transaction, uses it so that clients receive exactly the frames
 // Broadcast would send. It returns an error wrapping [ErrInvalidMessage]
 // for a message Broadcast would refuse.
-func NewMessage(msg SocketMessage) (Message, error) {
+func NewBrokerMessage(msg SocketMessage) (BrokerMessage, error) {
 	if msg.Time.IsZero() {
 		msg.Time = time.Now().UTC()
 	}
 	body, err := encodeBody(&msg)
 	if err != nil {
-		return Message{}, err
+		return BrokerMessage{}, err
 	}
-	return Message{Topic: msg.Topic, User: msg.User, Client: msg.Client, Body: body}, nil
+	return BrokerMessage{Topic: msg.Topic, User: msg.User, ClientID: msg.ClientID, Body: body}, nil
 }
 
 // NotifyText sends text unchanged, as one text frame, to every connection.
@@ -79,10 +79,10 @@ func (r *Registry) NotifyText(ctx context.Context, text string) error {
 	if err := checkText(body); err != nil {
 		return err
 	}
-	return r.publish(ctx, Message{Raw: true, Body: body})
+	return r.publish(ctx, BrokerMessage{Raw: true, Body: body})
 }
 
-func (r *Registry) publish(ctx context.Context, m Message) error {
+func (r *Registry) publish(ctx context.Context, m BrokerMessage) error {
 	if r.isClosed() {
 		return ErrClosed
 	}
@@ -104,21 +104,27 @@ type ConnOptions struct {
 	// [ValidTopic], and there may be at most [Options.MaxTopics].
 	Topics []string
 
-	// Resume asks for resumable delivery: the connection first receives a
-	// notify.hello with the stream's [Position], then every retained message
-	// with seq > Since that matches it, then live messages, with no gap and
-	// no duplicate. If Epoch is set and is not the stream's, or Since is
-	// not retained any more, or Since is ahead of the stream, a notify.gap
-	// follows the hello instead of the replay. A Since that this node has
-	// not fanned out yet but the broker's stream holds (it trails a shared
-	// stream) is waited for, at most 5 seconds, rather than called ahead.
-	Resume bool
-	Since  uint64
-	Epoch  string
+	// Resume, if not nil, makes the connection resumable from that
+	// [Position]: it first receives a notify.hello with the stream's
+	// position, then every retained message with a seq above Resume.Seq
+	// that matches it, then live messages, with no gap and no duplicate.
+	// An empty Resume.Epoch stands for the stream's current epoch. If
+	// Resume.Epoch is not the stream's, or Resume.Seq is not retained any
+	// more, or is ahead of the stream, a notify.gap follows the hello
+	// instead of the replay. A seq that this node has not fanned out yet
+	// but the broker's stream holds (it trails a shared stream) is waited
+	// for, at most 5 seconds, rather than called ahead. A page resumes
+	// from the Position its REST response carried ([Position.SetHeader]).
+	Resume *Position
 
-	// FromNow, with Resume, skips the replay: the client learns the
-	// position from notify.hello and receives live messages only.
-	FromNow bool
+	// ResumeNow makes the connection resumable from wherever the stream
+	// stands when it registers (since=now in the query): the notify.hello
+	// tells the client that position, and live messages follow, with no
+	// replay. Setting both Resume and ResumeNow is an error: [Registry.Add]
+	// refuses the connection. With neither, the connection is not
+	// resumable: no notify.hello, no notify.gap, live messages only, as a
+	// plain WebSocket client expects.
+	ResumeNow bool
 
 	// RemoteAddr is reported by [Client.RemoteAddr] and keys
 	// [Options.MaxConnectionsPerUser] for anonymous connections.
@@ -138,19 +144,23 @@ type ConnOptions struct {
 // websocket.Accept and serves it until it ends: it reads (answering pings,
 // handing application frames to [Options.OnMessage]), pings on the
 // heartbeat, and writes what is sent to it. Then it unregisters the
-// connection and returns. At most one opts is used; none means an anonymous
-// connection with no topics and no resume.
+// connection and returns. If opts is nil, the connection is anonymous, with
+// no topics and no resume.
 //
 // Add returns nil when either side closed the connection normally (1000 or
 // 1001, including Close and Shutdown), ctx's error if ctx ended it, and
-// otherwise an error saying why: [ErrSlowConsumer], a heartbeat timeout, a
-// policy violation, or the read error. Errors for connections the library
+// otherwise an error saying why: [ErrSlowConsumer], [ErrHeartbeatTimeout],
+// a policy violation, or the read error. Errors for connections the library
 // closed wrap a websocket.CloseError with the code it sent. Add closes the
 // connection in every case.
-func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts ...ConnOptions) error {
+func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts *ConnOptions) error {
 	var o ConnOptions
-	if len(opts) > 0 {
-		o = opts[0]
+	if opts != nil {
+		o = *opts
+	}
+	if o.Resume != nil && o.ResumeNow {
+		conn.Close(websocket.StatusInternalError, "notify: server error")
+		return errResumeBoth
 	}
 	if err := r.checkTopics(ctx, o.Identity, o.Topics); err != nil {
 		conn.Close(websocket.StatusPolicyViolation, truncateReason(err.Error()))
@@ -158,6 +168,11 @@ func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts ...ConnOp
 	}
 	return r.serveConn(ctx, conn, o, nil)
 }
+
+var errResumeBoth = errors.New("notify: ConnOptions sets both Resume and ResumeNow")
+
+// resumable reports whether the connection gets a hello and hears of gaps.
+func (o *ConnOptions) resumable() bool { return o.Resume != nil || o.ResumeNow }
 
 // serveConn is Add once the topics are checked.
 func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOptions, fc *frameConn) error {
@@ -188,7 +203,9 @@ func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOp
 	return c.serve(ctx)
 }
 
-// errTooMany is returned when a connection limit is reached.
+// errTooManyConns and errTooManyUser are returned when a connection limit
+// is reached: Options.MaxConnections (503) and Options.MaxConnectionsPerUser
+// (429).
 var (
 	errTooManyConns = errors.New("notify: too many connections")
 	errTooManyUser  = errors.New("notify: too many connections for this user or address")
@@ -209,8 +226,8 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 		cancel:    cancel,
 		fc:        fc,
 		sse:       s,
-		held:      o.Resume,
-		resumable: o.Resume,
+		held:      o.resumable(),
+		resumable: o.resumable(),
 	}
 	c.limit = bucket{rate: r.opts.InboundRate, burst: float64(r.opts.InboundBurst), tokens: float64(r.opts.InboundBurst)}
 	c.refused = bucket{rate: refusedRate, burst: refusedBurst, tokens: refusedBurst}
@@ -223,7 +240,7 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 		fc.onPing = c.onPing // before the first read, on the goroutine that reads
 	}
 
-	if o.Resume && !o.FromNow && (o.Since > r.last.Load() || o.Epoch != "" && o.Epoch != *r.epoch.Load()) {
+	if p := o.Resume; p != nil && (p.Seq > r.last.Load() || p.Epoch != "" && p.Epoch != *r.epoch.Load()) {
 		r.catchUpTo(o) // see there; register below must see the position the client names
 	}
 	r.mu.Lock()
@@ -254,7 +271,7 @@ func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.
 	r.active.Add(1)
 	r.mu.Unlock()
 
-	if o.Resume {
+	if o.resumable() {
 		c.startResume(o, last)
 	}
 	return c, nil

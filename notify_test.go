@@ -102,6 +102,33 @@ func TestBroadcastRejectsInvalidMessages(t *testing.T) {
 	}
 }
 
+// TestAddRefusesResumeAndResumeNow: ConnOptions cannot ask for a replay
+// and for none at once; Add says so rather than picking one.
+func TestAddRefusesResumeAndResumeNow(t *testing.T) {
+	t.Parallel()
+	reg := notify.New(nil)
+	defer reg.Close()
+	added := make(chan error, 1)
+	srv := newHTTPServer(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		added <- reg.Add(context.Background(), conn, &notify.ConnOptions{Resume: &notify.Position{Seq: 1}, ResumeNow: true})
+	})
+	c := dial(t, srv)
+	_, _, err := c.Read(context.Background())
+	if got := websocket.CloseStatus(err); got != websocket.StatusInternalError {
+		t.Errorf("client read %v, want close 1011", err)
+	}
+	if err := <-added; err == nil || !strings.Contains(err.Error(), "Resume and ResumeNow") {
+		t.Errorf("Add = %v, want the Resume and ResumeNow error", err)
+	}
+	if n := reg.Len(); n != 0 {
+		t.Errorf("Len = %d, want 0", n)
+	}
+}
+
 func TestAddServesSelfAcceptedConnections(t *testing.T) {
 	t.Parallel()
 	reg := notify.New(nil)
@@ -111,7 +138,7 @@ func TestAddServesSelfAcceptedConnections(t *testing.T) {
 		if err != nil {
 			return
 		}
-		added <- reg.Add(context.Background(), conn, notify.ConnOptions{Resume: true, FromNow: true})
+		added <- reg.Add(context.Background(), conn, &notify.ConnOptions{ResumeNow: true})
 	})
 	c := dial(t, srv)
 	if m := read(t, c); m.Type != notify.TypeHello {

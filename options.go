@@ -51,7 +51,7 @@ type Options struct {
 
 	// OnConnect, if set, is called once a connection is registered: from
 	// then on every broadcast reaches it, so the hook may send it a targeted
-	// welcome ([SocketMessage.Client]). Delivery may already have begun when
+	// welcome ([SocketMessage.ClientID]). Delivery may already have begun when
 	// it runs. It runs on the connection's own goroutine, before the first
 	// inbound frame is read; a slow hook delays only that connection.
 	OnConnect func(c *Client)
@@ -79,8 +79,10 @@ type Options struct {
 
 	// Broker carries messages between Broadcast and the connections, assigns
 	// sequence numbers and keeps the history used for resume. Default: a
-	// [MemoryBroker] with default [MemoryBrokerOptions], owned and closed by
-	// the Registry. A Broker passed here is not closed by the Registry.
+	// [MemoryBroker] with default [MemoryBrokerOptions], private to the
+	// Registry (a MemoryBroker holds no goroutine or connection, so there is
+	// nothing to close). The Registry never closes a Broker: one passed here
+	// is the caller's to close, after the Registry (see redisbroker).
 	Broker Broker
 
 	// ReadLimit is the largest inbound message, in bytes. A larger one closes
@@ -88,8 +90,9 @@ type Options struct {
 	ReadLimit int64
 
 	// QueueLength is how many frames may wait for one connection: messages,
-	// and the library's own replies to it. Default 256, which absorbs a
-	// burst of 200 broadcasts to clients that read as fast as they can.
+	// and the library's own replies to it. Default 256: a burst of up to
+	// that many broadcasts (within QueueBytes) fits in the queue even if
+	// nothing of it is written until the burst ends.
 	QueueLength int
 
 	// QueueBytes bounds the bytes waiting for one connection. Default 1 MiB.

@@ -27,13 +27,12 @@ import (
 // system call; a connection whose socket is full gets a writer goroutine of
 // its own until it drains (see writer.go).
 type Registry struct {
-	opts      Options
-	broker    Broker
-	ownBroker bool
-	unsub     func()
-	epoch     atomic.Pointer[string] // changes only when the broker loses history
-	nodeID    string
-	nextID    atomic.Uint64
+	opts   Options
+	broker Broker
+	unsub  func()
+	epoch  atomic.Pointer[string] // changes only when the broker loses history
+	nodeID string
+	nextID atomic.Uint64
 
 	// base is the parent of the contexts of connections added with Add;
 	// cancelling it drops them at once (Shutdown past its deadline), as
@@ -87,7 +86,6 @@ func New(opts *Options) *Registry {
 	}
 	if r.broker == nil {
 		r.broker = NewMemoryBroker(nil)
-		r.ownBroker = true
 	}
 	var id [6]byte
 	_, _ = rand.Read(id[:])
@@ -249,11 +247,6 @@ func (r *Registry) stop(ctx context.Context, flush bool) error {
 	<-r.beatDone
 	r.bg.Wait()
 	r.writers.stop()
-	if closer, ok := r.broker.(interface{ Close() error }); ok && r.ownBroker {
-		if cerr := closer.Close(); err == nil {
-			err = cerr
-		}
-	}
 	return err
 }
 

@@ -45,7 +45,7 @@ const resumeCatchUp = 5 * time.Second
 // catch up in time, is answered "ahead".
 func (r *Registry) catchUpTo(o ConnOptions) {
 	r.disp.catchUp()
-	want := Position{Epoch: o.Epoch, Seq: o.Since}
+	want := *o.Resume
 	if want.Epoch == "" {
 		want.Epoch = *r.epoch.Load()
 	}
@@ -65,7 +65,7 @@ func (r *Registry) catchUpTo(o ConnOptions) {
 	start := time.Now()
 	if !r.waitReached(ctx, want) {
 		r.opts.Logger.Warn("notify: a resuming client waited for this node to catch up with the stream, in vain",
-			"since", o.Since, "epoch", want.Epoch, "head", head.Seq, "fanned_out", r.last.Load(), "waited", time.Since(start).Round(time.Millisecond))
+			"since", want.Seq, "epoch", want.Epoch, "head", head.Seq, "fanned_out", r.last.Load(), "waited", time.Since(start).Round(time.Millisecond))
 	}
 }
 
@@ -106,7 +106,7 @@ type helloInfo struct {
 
 // startResume queues what a resuming client receives before live messages:
 // a hello, then either a gap or a cursor from which the writer streams the
-// retained messages after o.Since that match it. last is the seq of the
+// retained messages after o.Resume that match it. last is the seq of the
 // last message delivered live before c was registered, so the replay ends
 // exactly where live delivery begins.
 func (c *Client) startResume(o ConnOptions, last uint64) {
@@ -117,25 +117,27 @@ func (c *Client) startResume(o ConnOptions, last uint64) {
 	// resumes (a gap or a replay follows), so that an EventSource dropped
 	// right after the hello asks for the same again.
 	at := pos
-	if !o.FromNow {
-		at.Seq = o.Since
-		if o.Epoch != "" {
-			at.Epoch = o.Epoch
+	var since Position // what the client asks to resume after (ResumeNow: where the stream stands)
+	if p := o.Resume; p != nil {
+		since = *p
+		at.Seq = since.Seq
+		if since.Epoch != "" {
+			at.Epoch = since.Epoch
 		}
 	}
 	items := []item{{b: c.control(TypeHello, helloInfo{pos.Epoch, pos.Seq, c.keepAlive / int64(time.Millisecond)}, &at), kind: itemControl}}
 	var cur *replayCursor
 	gap := func(reason string) {
-		items = append(items, item{b: c.control(TypeGap, gapInfo{reason, o.Since, epoch, last}, &pos), kind: itemControl})
+		items = append(items, item{b: c.control(TypeGap, gapInfo{reason, since.Seq, epoch, last}, &pos), kind: itemControl})
 	}
 	switch {
-	case o.FromNow || o.Since == last && (o.Epoch == "" || o.Epoch == epoch):
-	case o.Epoch != "" && o.Epoch != epoch:
+	case o.Resume == nil || since.Seq == last && (since.Epoch == "" || since.Epoch == epoch):
+	case since.Epoch != "" && since.Epoch != epoch:
 		gap("epoch")
-	case o.Since > last:
+	case since.Seq > last:
 		gap("ahead")
 	default:
-		cur = &replayCursor{after: o.Since, upto: last, since: o.Since, epoch: epoch, topics: make(map[string]struct{}, len(o.Topics))}
+		cur = &replayCursor{after: since.Seq, upto: last, since: since.Seq, epoch: epoch, topics: make(map[string]struct{}, len(o.Topics))}
 		for _, t := range o.Topics {
 			cur.topics[t] = struct{}{}
 		}
@@ -221,8 +223,8 @@ func (r *Registry) replayChunk(c *Client, cur replayCursor, room int) ([]item, *
 
 // matches is Client.matches for a replayed message, against the topics the
 // connection had when it connected: later subscriptions are not replayed.
-func (cur *replayCursor) matches(c *Client, m *Message) bool {
-	if m.Client != "" && m.Client != c.id || m.User != "" && m.User != c.ident.User {
+func (cur *replayCursor) matches(c *Client, m *BrokerMessage) bool {
+	if m.ClientID != "" && m.ClientID != c.id || m.User != "" && m.User != c.ident.User {
 		return false
 	}
 	if m.Topic != "" {
@@ -327,7 +329,7 @@ func (f *recentFrames) put(epoch string, seq uint64, frame, ev []byte) {
 // fill sets frames[i] to the frame of msgs[i], or its Server-Sent Event if
 // events, shared when it is held and built otherwise; it stays nil for a
 // message no client may receive (see frame).
-func (f *recentFrames) fill(epoch string, msgs []Message, frames [][]byte, events bool) {
+func (f *recentFrames) fill(epoch string, msgs []BrokerMessage, frames [][]byte, events bool) {
 	f.mu.Lock()
 	held := f.frames
 	if events {

@@ -303,7 +303,7 @@ func TestTargetUserAndClient(t *testing.T) {
 	<-ids
 
 	broadcast(t, s.reg, notify.SocketMessage{Type: "for.ada", User: "ada"})
-	broadcast(t, s.reg, notify.SocketMessage{Type: "for.one", Client: id1})
+	broadcast(t, s.reg, notify.SocketMessage{Type: "for.one", ClientID: id1})
 	broadcast(t, s.reg, notify.SocketMessage{Type: "for.all"})
 	got := map[string][]string{}
 	for name, c := range map[string]*websocket.Conn{"ada1": ada1, "ada2": ada2, "bob": bob} {

@@ -361,20 +361,20 @@ func isEventStream(req *http.Request) bool {
 // parseLastEventID reads the Last-Event-ID header EventSource sends when it
 // reconnects: "SEQ:EPOCH" as the stream's ids are written, or a bare "SEQ"
 // (resume without an epoch check, like since without epoch). An empty
-// value means no resume.
-func parseLastEventID(v string) (o ConnOptions, err error) {
+// value means no resume (nil).
+func parseLastEventID(v string) (*Position, error) {
 	if v == "" {
-		return o, nil
+		return nil, nil
 	}
 	seq, epoch, hasEpoch := strings.Cut(v, ":")
 	n, err := strconv.ParseUint(seq, 10, 64)
 	if err != nil || seq[0] == '+' {
-		return o, fmt.Errorf("notify: Last-Event-ID must be SEQ or SEQ:EPOCH, not %q", truncateReason(v))
+		return nil, fmt.Errorf("notify: Last-Event-ID must be SEQ or SEQ:EPOCH, not %q", truncateReason(v))
 	}
 	if hasEpoch && (len(epoch) > 64 || !lineSafe(epoch) || !utf8.ValidString(epoch)) {
-		return o, errors.New("notify: Last-Event-ID's epoch is too long or not one the server wrote")
+		return nil, errors.New("notify: Last-Event-ID's epoch is too long or not one the server wrote")
 	}
-	return ConnOptions{Resume: true, Since: n, Epoch: epoch}, nil
+	return &Position{Epoch: epoch, Seq: n}, nil
 }
 
 // sseControl encodes a reserved message from the library to one client as
@@ -411,7 +411,7 @@ func appendClose(b []byte, code websocket.StatusCode, reason string, wait int64)
 // sseMessage returns the event of a broker message, given its WebSocket
 // frame f (see frame): NotifyText's text as data lines only, or the same
 // JSON envelope with the id seq:epoch and its type as the event type.
-func sseMessage(m *Message, f []byte, epoch string) []byte {
+func sseMessage(m *BrokerMessage, f []byte, epoch string) []byte {
 	payload := framePayload(f)
 	if m.Raw {
 		return appendEvent(make([]byte, 0, len(payload)+16), nil, nil, payload)

@@ -7,14 +7,18 @@ import (
 )
 
 // Stats is a snapshot of a Registry's counters, for export as metrics. All
-// counters except Connections only grow.
+// counters except Connections, SSEConnections, BrokerConnected and BrokerLag
+// only grow. Each is something an operator can act on: connections and
+// their transports for capacity, refusals, slow consumers and heartbeat
+// timeouts for client or network trouble, broker health for readiness.
+// How frames are batched into write calls is the library's business and is
+// not reported (the benchmarks measure it).
 type Stats struct {
 	Connections       int    // live connections, of both transports
 	SSEConnections    int    // of Connections, those served over Server-Sent Events
 	Broadcasts        uint64 // messages accepted by Broadcast and NotifyText on this Registry
 	Queued            uint64 // frames queued for connections (one per matching connection)
-	Sent              uint64 // frames written to connections (or to their coalescing buffer, sent with the next write call)
-	Writes            uint64 // write calls that carried those frames: fewer than Sent when a backlog was coalesced
+	Sent              uint64 // frames handed to connections' sockets
 	Dropped           uint64 // queued frames discarded because their connection closed first
 	SlowConsumers     uint64 // connections closed with CloseSlowConsumer
 	HeartbeatTimeouts uint64 // connections closed with CloseHeartbeatTimeout
@@ -33,7 +37,7 @@ type Stats struct {
 
 type counters struct {
 	broadcasts, queued, sent, dropped   atomic.Uint64
-	writes                              atomic.Uint64
+	writes                              atomic.Uint64 // write calls; not in Stats, read by tests (export_test.go)
 	slow, heartbeat, readErrs, rejected atomic.Uint64
 }
 
@@ -48,7 +52,6 @@ func (r *Registry) Stats() Stats {
 		Broadcasts:        r.stats.broadcasts.Load(),
 		Queued:            r.stats.queued.Load(),
 		Sent:              r.stats.sent.Load(),
-		Writes:            r.stats.writes.Load(),
 		Dropped:           r.stats.dropped.Load(),
 		SlowConsumers:     r.stats.slow.Load(),
 		HeartbeatTimeouts: r.stats.heartbeat.Load(),

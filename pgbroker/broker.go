@@ -181,12 +181,12 @@ func New(ctx context.Context, opts *Options) (*Broker, error) {
 // An error means the message may not have been published: the database
 // was unreachable, or the reply was lost (then it may have been). Publish
 // never retries by itself, since a retry could publish twice.
-func (b *Broker) Publish(ctx context.Context, m notify.Message) (uint64, error) {
+func (b *Broker) Publish(ctx context.Context, m notify.BrokerMessage) (uint64, error) {
 	if b.isClosed() {
 		return 0, ErrClosed
 	}
 	var seq int64
-	if err := b.pool.QueryRow(ctx, b.sql.publish, newEpoch(), m.Topic, m.User, m.Client, m.Raw, m.Body).Scan(&seq); err != nil {
+	if err := b.pool.QueryRow(ctx, b.sql.publish, newEpoch(), m.Topic, m.User, m.ClientID, m.Raw, m.Body).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("pgbroker: publishing: %w", err)
 	}
 	return uint64(seq), nil
@@ -195,7 +195,7 @@ func (b *Broker) Publish(ctx context.Context, m notify.Message) (uint64, error) 
 // BroadcastTx writes msg in the caller's transaction tx: it is delivered to
 // every node's clients, with the next seq, if and only if tx commits, and
 // nothing is sent if tx rolls back. msg is encoded as [notify.Registry.Broadcast]
-// encodes it ([notify.NewMessage]); an invalid message returns an error
+// encodes it ([notify.NewBrokerMessage]); an invalid message returns an error
 // wrapping [notify.ErrInvalidMessage] and leaves tx untouched.
 //
 // The seq is given after the commit, in the order the relay sees
@@ -206,11 +206,11 @@ func (b *Broker) Publish(ctx context.Context, m notify.Message) (uint64, error) 
 // the other's. tx must not be a prepared (two-phase) transaction, which
 // cannot LISTEN or NOTIFY.
 func (b *Broker) BroadcastTx(ctx context.Context, tx pgx.Tx, msg notify.SocketMessage) error {
-	m, err := notify.NewMessage(msg)
+	m, err := notify.NewBrokerMessage(msg)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, b.sql.enqueue, m.Topic, m.User, m.Client, false, m.Body); err != nil {
+	if _, err := tx.Exec(ctx, b.sql.enqueue, m.Topic, m.User, m.ClientID, false, m.Body); err != nil {
 		return fmt.Errorf("pgbroker: publishing in transaction: %w", err)
 	}
 	return nil
@@ -220,11 +220,11 @@ func (b *Broker) BroadcastTx(ctx context.Context, tx pgx.Tx, msg notify.SocketMe
 // transaction on the same database, through any PostgreSQL driver (pgx's
 // stdlib, lib/pq).
 func (b *Broker) BroadcastSQL(ctx context.Context, tx *sql.Tx, msg notify.SocketMessage) error {
-	m, err := notify.NewMessage(msg)
+	m, err := notify.NewBrokerMessage(msg)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, b.sql.enqueue, m.Topic, m.User, m.Client, false, m.Body); err != nil {
+	if _, err := tx.ExecContext(ctx, b.sql.enqueue, m.Topic, m.User, m.ClientID, false, m.Body); err != nil {
 		return fmt.Errorf("pgbroker: publishing in transaction: %w", err)
 	}
 	return nil
@@ -257,7 +257,7 @@ func (b *Broker) Head(ctx context.Context) (notify.Position, error) {
 // or belong to a stream that has since been reset are not returned, and
 // their absence is reported with an error wrapping [notify.ErrHistoryGap].
 // Other errors mean the database could not be read.
-func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.Message, error) {
+func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.BrokerMessage, error) {
 	if b.isClosed() {
 		return nil, ErrClosed
 	}
@@ -270,7 +270,7 @@ func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.Mess
 	}
 	var (
 		current string
-		out     []notify.Message
+		out     []notify.BrokerMessage
 		next    = after + 1 // the seq the next returned message must have
 		missing bool
 	)
@@ -284,9 +284,9 @@ func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.Mess
 			seq    *int64
 			epoch  *string
 			at     *time.Time
-			m      notify.Message
+			m      notify.BrokerMessage
 		)
-		if err := rows.Scan(&current, &cutoff, &seq, &epoch, &at, &m.Topic, &m.User, &m.Client, &m.Body); err != nil {
+		if err := rows.Scan(&current, &cutoff, &seq, &epoch, &at, &m.Topic, &m.User, &m.ClientID, &m.Body); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("pgbroker: reading history: %w", err)
 		}

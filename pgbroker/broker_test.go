@@ -13,7 +13,7 @@ import (
 
 var ctx = context.Background()
 
-func publish(t testing.TB, b *pgbroker.Broker, m notify.Message) uint64 {
+func publish(t testing.TB, b *pgbroker.Broker, m notify.BrokerMessage) uint64 {
 	t.Helper()
 	seq, err := b.Publish(ctx, m)
 	if err != nil {
@@ -32,10 +32,10 @@ func TestPublishAndHistory(t *testing.T) {
 	b := newBroker(t, s, pgbroker.Options{})
 
 	var got []uint64
-	got = append(got, publish(t, a, notify.Message{Body: []byte(`{"n":1}`)}))
-	got = append(got, publish(t, b, notify.Message{Topic: "orders", User: "u1", Client: "c1", Body: []byte(`{"n":2}`)}))
-	got = append(got, publish(t, a, notify.Message{Raw: true, Body: []byte("raw")}))
-	got = append(got, publish(t, b, notify.Message{Body: []byte(`{"n":3}`)}))
+	got = append(got, publish(t, a, notify.BrokerMessage{Body: []byte(`{"n":1}`)}))
+	got = append(got, publish(t, b, notify.BrokerMessage{Topic: "orders", User: "u1", ClientID: "c1", Body: []byte(`{"n":2}`)}))
+	got = append(got, publish(t, a, notify.BrokerMessage{Raw: true, Body: []byte("raw")}))
+	got = append(got, publish(t, b, notify.BrokerMessage{Body: []byte(`{"n":3}`)}))
 	if diff := cmp.Diff([]uint64{1, 2, 0, 3}, got); diff != "" {
 		t.Errorf("seqs (-want +got):\n%s", diff)
 	}
@@ -48,9 +48,9 @@ func TestPublishAndHistory(t *testing.T) {
 		t.Fatalf("History = %+v, want 3 messages of one epoch", ms)
 	}
 	epoch := ms[0].Epoch
-	want := []notify.Message{
+	want := []notify.BrokerMessage{
 		{Seq: 1, Epoch: epoch, Body: []byte(`{"n":1}`)},
-		{Seq: 2, Epoch: epoch, Topic: "orders", User: "u1", Client: "c1", Body: []byte(`{"n":2}`)},
+		{Seq: 2, Epoch: epoch, Topic: "orders", User: "u1", ClientID: "c1", Body: []byte(`{"n":2}`)},
 		{Seq: 3, Epoch: epoch, Body: []byte(`{"n":3}`)},
 	}
 	if diff := cmp.Diff(want, ms); diff != "" {
@@ -79,25 +79,25 @@ func TestSubscribeDeliversInOrderUntilCancel(t *testing.T) {
 	t.Parallel()
 	s := pgtest.Start(t)
 	pub := newBroker(t, s, pgbroker.Options{})
-	publish(t, pub, notify.Message{Body: []byte("before")})
+	publish(t, pub, notify.BrokerMessage{Body: []byte("before")})
 
 	b := newBroker(t, s, pgbroker.Options{})
-	got := make(chan notify.Message, 100)
-	pos, cancel, err := b.Subscribe(ctx, func(m notify.Message) { got <- m })
+	got := make(chan notify.BrokerMessage, 100)
+	pos, cancel, err := b.Subscribe(ctx, func(m notify.BrokerMessage) { got <- m })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if pos.Seq != 1 || pos.Epoch == "" {
 		t.Errorf("position %+v, want seq 1 of an epoch", pos)
 	}
-	publish(t, pub, notify.Message{Body: []byte("a")})
-	publish(t, pub, notify.Message{Raw: true, Body: []byte("raw")})
-	publish(t, pub, notify.Message{Topic: "t", Body: []byte("b")})
-	var ms []notify.Message
+	publish(t, pub, notify.BrokerMessage{Body: []byte("a")})
+	publish(t, pub, notify.BrokerMessage{Raw: true, Body: []byte("raw")})
+	publish(t, pub, notify.BrokerMessage{Topic: "t", Body: []byte("b")})
+	var ms []notify.BrokerMessage
 	for range 3 {
 		ms = append(ms, <-got)
 	}
-	want := []notify.Message{
+	want := []notify.BrokerMessage{
 		{Seq: 2, Epoch: pos.Epoch, Body: []byte("a")},
 		{Epoch: pos.Epoch, Raw: true, Body: []byte("raw")},
 		{Seq: 3, Epoch: pos.Epoch, Topic: "t", Body: []byte("b")},
@@ -108,7 +108,7 @@ func TestSubscribeDeliversInOrderUntilCancel(t *testing.T) {
 
 	cancel()
 	cancel() // idempotent
-	publish(t, pub, notify.Message{Body: []byte("after cancel")})
+	publish(t, pub, notify.BrokerMessage{Body: []byte("after cancel")})
 	select { // cancel waited for the goroutine, so nothing can arrive
 	case m := <-got:
 		t.Errorf("delivered %q after cancel", m.Body)
@@ -121,10 +121,10 @@ func TestSubscribeDeliversInOrderUntilCancel(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := b.Publish(ctx, notify.Message{Body: []byte("x")}); !errors.Is(err, pgbroker.ErrClosed) {
+	if _, err := b.Publish(ctx, notify.BrokerMessage{Body: []byte("x")}); !errors.Is(err, pgbroker.ErrClosed) {
 		t.Errorf("Publish after Close: %v, want ErrClosed", err)
 	}
-	if _, _, err := b.Subscribe(ctx, func(notify.Message) {}); !errors.Is(err, pgbroker.ErrClosed) {
+	if _, _, err := b.Subscribe(ctx, func(notify.BrokerMessage) {}); !errors.Is(err, pgbroker.ErrClosed) {
 		t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
 	}
 	if _, err := pgbroker.New(ctx, &pgbroker.Options{ConnString: s.ConnString(), Table: "Bad-Name"}); err == nil {

@@ -226,7 +226,7 @@ func TestHistoryTrimmed(t *testing.T) {
 	t.Parallel()
 	s := pgtest.Start(t)
 	b := newBroker(t, s, pgbroker.Options{HistoryLength: 10})
-	_, cancel, err := b.Subscribe(ctx, func(notify.Message) {}) // its goroutine trims
+	_, cancel, err := b.Subscribe(ctx, func(notify.BrokerMessage) {}) // its goroutine trims
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestHistoryTrimmed(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 50 {
-				if _, err := b.Publish(ctx, notify.Message{Body: []byte(fmt.Sprintf(`{"w":%d,"i":%d}`, w, i))}); err != nil {
+				if _, err := b.Publish(ctx, notify.BrokerMessage{Body: []byte(fmt.Sprintf(`{"w":%d,"i":%d}`, w, i))}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -276,7 +276,7 @@ func TestHistoryTrimmed(t *testing.T) {
 	}
 }
 
-func firstSeq(ms []notify.Message) any {
+func firstSeq(ms []notify.BrokerMessage) any {
 	if len(ms) == 0 {
 		return nil
 	}

@@ -31,7 +31,7 @@ const (
 // rows after the last one it delivered, calling deliver for each in order.
 type subscription struct {
 	b       *Broker
-	deliver func(notify.Message)
+	deliver func(notify.BrokerMessage)
 	ctx     context.Context // cancelled by cancel
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -63,7 +63,7 @@ type subscription struct {
 //
 // cancel stops the goroutine and waits for it; deliver is not called after
 // cancel returns. cancel must not be called from deliver.
-func (b *Broker) Subscribe(ctx context.Context, deliver func(notify.Message)) (notify.Position, func(), error) {
+func (b *Broker) Subscribe(ctx context.Context, deliver func(notify.BrokerMessage)) (notify.Position, func(), error) {
 	if b.isClosed() {
 		return notify.Position{}, nil, ErrClosed
 	}
@@ -228,9 +228,9 @@ func (s *subscription) read() (n int, reset bool, err error) {
 			pos   int64
 			seq   *int64
 			epoch string
-			m     notify.Message
+			m     notify.BrokerMessage
 		)
-		if err := rows.Scan(&pos, &seq, &epoch, &m.Topic, &m.User, &m.Client, &m.Raw, &m.Body); err != nil {
+		if err := rows.Scan(&pos, &seq, &epoch, &m.Topic, &m.User, &m.ClientID, &m.Raw, &m.Body); err != nil {
 			return n, false, err
 		}
 		if epoch != s.epoch {

@@ -349,7 +349,7 @@ func BenchmarkPublishToDeliver(b *testing.B) {
 	sub := newBroker(b, s, redisbroker.Options{})
 	latencies := make([]time.Duration, 0, b.N)
 	done := make(chan struct{})
-	_, cancel, err := sub.Subscribe(ctx, func(m notify.Message) {
+	_, cancel, err := sub.Subscribe(ctx, func(m notify.BrokerMessage) {
 		sent, _ := strconv.ParseInt(string(m.Body), 10, 64)
 		latencies = append(latencies, time.Since(time.Unix(0, sent)))
 		if len(latencies) == b.N {
@@ -365,7 +365,7 @@ func BenchmarkPublishToDeliver(b *testing.B) {
 	start := time.Now()
 	for range b.N {
 		body := strconv.AppendInt(nil, time.Now().UnixNano(), 10)
-		if _, err := pub.Publish(ctx, notify.Message{Body: body}); err != nil {
+		if _, err := pub.Publish(ctx, notify.BrokerMessage{Body: body}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -430,7 +430,7 @@ func benchPublish(b *testing.B, publishers, rate int) {
 		readers.Add(1)
 		want := uint64(1)
 		done := false
-		_, cancel, err := r.Subscribe(ctx, func(m notify.Message) {
+		_, cancel, err := r.Subscribe(ctx, func(m notify.BrokerMessage) {
 			if done {
 				return
 			}
@@ -479,7 +479,7 @@ func benchPublish(b *testing.B, publishers, rate int) {
 					<-tick.C
 				}
 				t := time.Now()
-				if _, err := a.Publish(ctx, notify.Message{Body: body}); err != nil {
+				if _, err := a.Publish(ctx, notify.BrokerMessage{Body: body}); err != nil {
 					errs <- err
 					return
 				}

@@ -207,7 +207,7 @@ func (b *Broker) Head(ctx context.Context) (notify.Position, error) {
 // belong to a history Redis has since lost are not returned, and their
 // absence is reported with an error wrapping [notify.ErrHistoryGap]. Other
 // errors mean Redis could not be read.
-func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.Message, error) {
+func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.BrokerMessage, error) {
 	if b.isClosed() {
 		return nil, ErrClosed
 	}
@@ -237,7 +237,7 @@ func (b *Broker) History(ctx context.Context, after, upto uint64) ([]notify.Mess
 		return nil, fmt.Errorf("%w: Redis lost the history of epoch %s (now %q)", notify.ErrHistoryGap, want, current)
 	}
 	cutoff := now.Val().Add(-b.opts.HistoryAge).UnixMicro()
-	var out []notify.Message
+	var out []notify.BrokerMessage
 	next := after + 1 // the seq the next returned message must have
 	missing := false
 	for _, x := range xr.Val() {
@@ -305,11 +305,11 @@ type entry struct {
 	sub int64  // the ID's second part: 0 for a regular message, >0 for a raw one
 	t   string // when it was added, in Unix microseconds (Redis's clock)
 	at  int64  // t parsed
-	msg notify.Message
+	msg notify.BrokerMessage
 	bad error // why the entry cannot be sent, if it cannot
 }
 
-// decode turns a stream entry into a Message: ID "<seq>-<sub>", fields
+// decode turns a stream entry into a notify.BrokerMessage: ID "<seq>-<sub>", fields
 // e (epoch), t (time), b (body) and optional p (topic), u (user), c (client).
 // It fails for an entry whose ID or epoch it cannot read. An entry without
 // a body is returned with bad set (and an empty Body): it keeps its place,
@@ -324,13 +324,13 @@ func decode(x redis.XMessage) (entry, error) {
 		return entry{}, fmt.Errorf("malformed ID %q", x.ID)
 	}
 	str := func(k string) string { v, _ := x.Values[k].(string); return v }
-	e := entry{seq: seq, sub: sub, msg: notify.Message{
-		Epoch:  str("e"),
-		Topic:  str("p"),
-		User:   str("u"),
-		Client: str("c"),
-		Raw:    sub != 0,
-		Body:   []byte(str("b")),
+	e := entry{seq: seq, sub: sub, msg: notify.BrokerMessage{
+		Epoch:    str("e"),
+		Topic:    str("p"),
+		User:     str("u"),
+		ClientID: str("c"),
+		Raw:      sub != 0,
+		Body:     []byte(str("b")),
 	}}
 	if e.msg.Epoch == "" {
 		return entry{}, errors.New("no epoch field")

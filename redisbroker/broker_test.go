@@ -18,7 +18,7 @@ import (
 
 var ctx = context.Background()
 
-func publish(t testing.TB, b *redisbroker.Broker, m notify.Message) uint64 {
+func publish(t testing.TB, b *redisbroker.Broker, m notify.BrokerMessage) uint64 {
 	t.Helper()
 	seq, err := b.Publish(ctx, m)
 	if err != nil {
@@ -27,7 +27,7 @@ func publish(t testing.TB, b *redisbroker.Broker, m notify.Message) uint64 {
 	return seq
 }
 
-func bodies(ms []notify.Message) []string {
+func bodies(ms []notify.BrokerMessage) []string {
 	out := make([]string, len(ms))
 	for i, m := range ms {
 		out[i] = string(m.Body)
@@ -62,10 +62,10 @@ func TestPublishAndHistory(t *testing.T) {
 	b := newBroker(t, s, redisbroker.Options{})
 
 	var got []uint64
-	got = append(got, publish(t, a, notify.Message{Body: []byte(`{"n":1}`)}))
-	got = append(got, publish(t, b, notify.Message{Topic: "orders", User: "u1", Client: "c1", Body: []byte(`{"n":2}`)}))
-	got = append(got, publish(t, a, notify.Message{Raw: true, Body: []byte("raw")}))
-	got = append(got, publish(t, b, notify.Message{Body: []byte(`{"n":3}`)}))
+	got = append(got, publish(t, a, notify.BrokerMessage{Body: []byte(`{"n":1}`)}))
+	got = append(got, publish(t, b, notify.BrokerMessage{Topic: "orders", User: "u1", ClientID: "c1", Body: []byte(`{"n":2}`)}))
+	got = append(got, publish(t, a, notify.BrokerMessage{Raw: true, Body: []byte("raw")}))
+	got = append(got, publish(t, b, notify.BrokerMessage{Body: []byte(`{"n":3}`)}))
 	if diff := cmp.Diff([]uint64{1, 2, 0, 3}, got); diff != "" {
 		t.Errorf("seqs (-want +got):\n%s", diff)
 	}
@@ -78,9 +78,9 @@ func TestPublishAndHistory(t *testing.T) {
 		t.Fatalf("History = %+v, want 3 messages of one epoch", ms)
 	}
 	epoch := ms[0].Epoch
-	want := []notify.Message{
+	want := []notify.BrokerMessage{
 		{Seq: 1, Epoch: epoch, Body: []byte(`{"n":1}`)},
-		{Seq: 2, Epoch: epoch, Topic: "orders", User: "u1", Client: "c1", Body: []byte(`{"n":2}`)},
+		{Seq: 2, Epoch: epoch, Topic: "orders", User: "u1", ClientID: "c1", Body: []byte(`{"n":2}`)},
 		{Seq: 3, Epoch: epoch, Body: []byte(`{"n":3}`)},
 	}
 	if diff := cmp.Diff(want, ms); diff != "" {
@@ -103,7 +103,7 @@ func TestHistoryTrimmedByLength(t *testing.T) {
 	s := startRedis(t, "--stream-node-max-entries", "4")
 	b := newBroker(t, s, redisbroker.Options{HistoryLength: 10})
 	for i := 1; i <= 50; i++ {
-		publish(t, b, notify.Message{Body: []byte(strconv.Itoa(i))})
+		publish(t, b, notify.BrokerMessage{Body: []byte(strconv.Itoa(i))})
 	}
 	ms, err := b.History(ctx, 0, 50)
 	if !errors.Is(err, notify.ErrHistoryGap) {
@@ -126,8 +126,8 @@ func TestHistoryTrimmedByAge(t *testing.T) {
 	t.Parallel()
 	s := startRedis(t)
 	b := newBroker(t, s, redisbroker.Options{HistoryAge: time.Microsecond})
-	publish(t, b, notify.Message{Body: []byte("1")})
-	publish(t, b, notify.Message{Body: []byte("2")})
+	publish(t, b, notify.BrokerMessage{Body: []byte("1")})
+	publish(t, b, notify.BrokerMessage{Body: []byte("2")})
 	ms, err := b.History(ctx, 0, 2)
 	if !errors.Is(err, notify.ErrHistoryGap) || len(ms) != 0 {
 		t.Errorf("History = %+v, %v; want nothing and ErrHistoryGap", ms, err)
@@ -141,25 +141,25 @@ func TestSubscribeDeliversInOrderUntilCancel(t *testing.T) {
 	t.Parallel()
 	s := startRedis(t)
 	pub := newBroker(t, s, redisbroker.Options{})
-	publish(t, pub, notify.Message{Body: []byte("before")})
+	publish(t, pub, notify.BrokerMessage{Body: []byte("before")})
 
 	b := newBroker(t, s, redisbroker.Options{})
-	got := make(chan notify.Message, 100)
-	pos, cancel, err := b.Subscribe(ctx, func(m notify.Message) { got <- m })
+	got := make(chan notify.BrokerMessage, 100)
+	pos, cancel, err := b.Subscribe(ctx, func(m notify.BrokerMessage) { got <- m })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if pos.Seq != 1 || pos.Epoch == "" {
 		t.Errorf("position %+v, want seq 1 of an epoch", pos)
 	}
-	publish(t, pub, notify.Message{Body: []byte("a")})
-	publish(t, pub, notify.Message{Raw: true, Body: []byte("raw")})
-	publish(t, pub, notify.Message{Topic: "t", Body: []byte("b")})
-	var ms []notify.Message
+	publish(t, pub, notify.BrokerMessage{Body: []byte("a")})
+	publish(t, pub, notify.BrokerMessage{Raw: true, Body: []byte("raw")})
+	publish(t, pub, notify.BrokerMessage{Topic: "t", Body: []byte("b")})
+	var ms []notify.BrokerMessage
 	for range 3 {
 		ms = append(ms, <-got)
 	}
-	want := []notify.Message{
+	want := []notify.BrokerMessage{
 		{Seq: 2, Epoch: pos.Epoch, Body: []byte("a")},
 		{Epoch: pos.Epoch, Raw: true, Body: []byte("raw")},
 		{Seq: 3, Epoch: pos.Epoch, Topic: "t", Body: []byte("b")},
@@ -170,7 +170,7 @@ func TestSubscribeDeliversInOrderUntilCancel(t *testing.T) {
 
 	cancel()
 	cancel() // idempotent
-	publish(t, pub, notify.Message{Body: []byte("after cancel")})
+	publish(t, pub, notify.BrokerMessage{Body: []byte("after cancel")})
 	select { // cancel waited for the goroutine, so nothing can arrive
 	case m := <-got:
 		t.Errorf("delivered %q after cancel", m.Body)
@@ -183,10 +183,10 @@ func TestSubscribeDeliversInOrderUntilCancel(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := b.Publish(ctx, notify.Message{Body: []byte("x")}); !errors.Is(err, redisbroker.ErrClosed) {
+	if _, err := b.Publish(ctx, notify.BrokerMessage{Body: []byte("x")}); !errors.Is(err, redisbroker.ErrClosed) {
 		t.Errorf("Publish after Close: %v, want ErrClosed", err)
 	}
-	if _, _, err := b.Subscribe(ctx, func(notify.Message) {}); !errors.Is(err, redisbroker.ErrClosed) {
+	if _, _, err := b.Subscribe(ctx, func(notify.BrokerMessage) {}); !errors.Is(err, redisbroker.ErrClosed) {
 		t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
 	}
 }
@@ -201,10 +201,10 @@ func TestLaggingSubscriberSkipsTrimmed(t *testing.T) {
 	pub := newBroker(t, s, redisbroker.Options{HistoryLength: 5})
 	b := newBroker(t, s, redisbroker.Options{HistoryLength: 5})
 
-	got := make(chan notify.Message)
+	got := make(chan notify.BrokerMessage)
 	held := make(chan struct{})
 	done := make(chan struct{})
-	_, cancel, err := b.Subscribe(ctx, func(m notify.Message) {
+	_, cancel, err := b.Subscribe(ctx, func(m notify.BrokerMessage) {
 		select {
 		case got <- m:
 		case <-done:
@@ -220,14 +220,14 @@ func TestLaggingSubscriberSkipsTrimmed(t *testing.T) {
 	}
 	defer cancel()
 	defer close(done) // before cancel: lets a delivery blocked on got return
-	publish(t, pub, notify.Message{Body: []byte("1")})
+	publish(t, pub, notify.BrokerMessage{Body: []byte("1")})
 	if m := <-got; string(m.Body) != "1" {
 		t.Fatalf("first delivery %q, want 1", m.Body)
 	}
 	// The subscriber is held inside deliver while 29 more messages are
 	// published and the stream is trimmed to about 5.
 	for i := 2; i <= 30; i++ {
-		publish(t, pub, notify.Message{Body: []byte(strconv.Itoa(i))})
+		publish(t, pub, notify.BrokerMessage{Body: []byte(strconv.Itoa(i))})
 	}
 	close(held)
 	next := <-got
@@ -248,21 +248,21 @@ func TestHistoryRefusesAnotherEpoch(t *testing.T) {
 	t.Parallel()
 	s := startRedis(t)
 	b := newBroker(t, s, redisbroker.Options{})
-	got := make(chan notify.Message)
-	_, cancel, err := b.Subscribe(ctx, func(m notify.Message) { got <- m })
+	got := make(chan notify.BrokerMessage)
+	_, cancel, err := b.Subscribe(ctx, func(m notify.BrokerMessage) { got <- m })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cancel()
-	publish(t, b, notify.Message{Body: []byte("old 1")})
-	publish(t, b, notify.Message{Body: []byte("old 2")})
+	publish(t, b, notify.BrokerMessage{Body: []byte("old 1")})
+	publish(t, b, notify.BrokerMessage{Body: []byte("old 2")})
 	first := <-got // the goroutine cannot deliver more until the test reads
 
 	if r := s.do("FLUSHALL"); r != "+OK" {
 		t.Fatalf("FLUSHALL: %s", r)
 	}
-	publish(t, b, notify.Message{Body: []byte("new 1")})
-	publish(t, b, notify.Message{Body: []byte("new 2")})
+	publish(t, b, notify.BrokerMessage{Body: []byte("new 1")})
+	publish(t, b, notify.BrokerMessage{Body: []byte("new 2")})
 	ms, err := b.History(ctx, 0, 2)
 	if !errors.Is(err, notify.ErrHistoryGap) || len(ms) != 0 {
 		t.Errorf("History(0, 2) = %q, %v; want nothing and ErrHistoryGap", bodies(ms), err)
@@ -305,7 +305,7 @@ func TestConcurrentPublishers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				seq, err := pub.Publish(ctx, notify.Message{Body: fmt.Appendf(nil, `{"p":%d,"i":%d}`, p, i)})
+				seq, err := pub.Publish(ctx, notify.BrokerMessage{Body: fmt.Appendf(nil, `{"p":%d,"i":%d}`, p, i)})
 				if err != nil {
 					errs <- err
 					return
@@ -361,8 +361,8 @@ func TestHead(t *testing.T) {
 	if got := s.do("EXISTS", "{notify}:meta"); got != ":0" {
 		t.Errorf("Head created the meta key: EXISTS = %s", got)
 	}
-	publish(t, a, notify.Message{Body: []byte(`{}`)})
-	publish(t, a, notify.Message{Raw: true, Body: []byte("raw")})
+	publish(t, a, notify.BrokerMessage{Body: []byte(`{}`)})
+	publish(t, a, notify.BrokerMessage{Raw: true, Body: []byte("raw")})
 	head, err := a.Head(ctx)
 	if err != nil || head.Seq != 1 || head.Epoch == "" {
 		t.Errorf("Head = %+v, %v; want seq 1 of an epoch", head, err)

@@ -111,7 +111,7 @@ func TestTargetingAcrossNodes(t *testing.T) {
 
 	a.broadcast(t, "orders", notify.SocketMessage{Topic: "orders"})
 	b.broadcast(t, "to bob", notify.SocketMessage{User: "bob"})
-	c.broadcast(t, "to alice's connection", notify.SocketMessage{Client: aliceID})
+	c.broadcast(t, "to alice's connection", notify.SocketMessage{ClientID: aliceID})
 	a.broadcast(t, "bob's orders", notify.SocketMessage{User: "bob", Topic: "orders"})
 	b.broadcast(t, "everyone", notify.SocketMessage{})
 

@@ -22,7 +22,7 @@
 // seq. Each Subscribe runs one
 // goroutine that follows the stream with blocking XREADs on its own
 // connection and hands entries to the Registry; [Broker.History] is one
-// XRANGE. Topic, User and Client travel in the entry, and every node applies
+// XRANGE. Topic, User and ClientID travel in the entry, and every node applies
 // them to its own connections. Nodes keep no state in Redis: a node that
 // dies leaves nothing behind, and a new one starts at the stream's head.
 //

@@ -28,7 +28,7 @@ func TestPublishWhileRedisDown(t *testing.T) {
 		t.Fatal("Broadcast returned nil while Redis was down")
 	}
 	t.Logf("Broadcast while Redis is down: %v", err)
-	if _, err := a.b.Publish(ctx, notify.Message{Body: []byte(`{}`)}); err == nil {
+	if _, err := a.b.Publish(ctx, notify.BrokerMessage{Body: []byte(`{}`)}); err == nil {
 		t.Error("Publish returned nil while Redis was down")
 	}
 
@@ -334,7 +334,7 @@ func TestRedisLogsReachTheLogger(t *testing.T) {
 	logs := &logRecorder{}
 	b := newBroker(t, s, redisbroker.Options{Logger: slog.New(logs)})
 	s.kill()
-	if _, err := b.Publish(ctx, notify.Message{Body: []byte(`{}`)}); err == nil {
+	if _, err := b.Publish(ctx, notify.BrokerMessage{Body: []byte(`{}`)}); err == nil {
 		t.Fatal("Publish succeeded without a Redis")
 	}
 	logs.waitFor(t, "WARN redis: connection pool: failed to dial")

@@ -39,10 +39,8 @@ import (
 //     many per call. A yield costs no system call, and nothing waits on
 //     a clock: a lone publisher never reaches drain.
 //
-// On BenchmarkPublish with eight publishers, in runs taken in turn on the
-// README's shared 2-core machine, that took the CPU per message from
-// 41-54 µs to 30-35 µs in the Go process and from 33-37 µs to 23-29 µs in
-// redis-server (README, "Measured").
+// What that saves per message is measured by BenchmarkPublish, with the
+// load at the time, in the README's "Measured" section.
 //
 // Rejected: a pipeline of one script call per message (Redis still parses
 // and runs a script per message, and go-redis builds a command each),
@@ -71,7 +69,7 @@ type publisher struct {
 // publish is one Publish call's message and, once its batch returned, its
 // result.
 type publish struct {
-	m    notify.Message
+	m    notify.BrokerMessage
 	seq  uint64
 	err  error
 	done chan struct{} // closed when seq and err are set
@@ -86,8 +84,9 @@ const (
 // Publish implements [notify.Broker]: a script appends m to the stream
 // with the next seq (or, if m.Raw, without one), trims the stream to about
 // HistoryLength, and returns the seq. It does not wait for delivery.
-// Concurrent calls on one Broker share script calls (see publisher): the
-// messages of one goroutine are appended in the order of its calls.
+// Concurrent calls on one Broker share script calls: what queues while a
+// batch is in flight goes out as the next one, and the messages of one
+// goroutine are appended in the order of its calls.
 //
 // An error means the message may not have been published: Redis was
 // unreachable, or the reply was lost (then it may have been). Publish
@@ -95,7 +94,7 @@ const (
 // while the message waits for a batch, it is not published and ctx's error
 // is returned; once its batch is sent, Publish returns ctx's error at once
 // but the message may still be published.
-func (b *Broker) Publish(ctx context.Context, m notify.Message) (uint64, error) {
+func (b *Broker) Publish(ctx context.Context, m notify.BrokerMessage) (uint64, error) {
 	if b.isClosed() {
 		return 0, ErrClosed
 	}
@@ -189,7 +188,7 @@ func (b *Broker) send(ctx context.Context, batch []*publish) {
 		if q.m.Raw {
 			raw = "1"
 		}
-		args = append(args, raw, q.m.Topic, q.m.User, q.m.Client, q.m.Body)
+		args = append(args, raw, q.m.Topic, q.m.User, q.m.ClientID, q.m.Body)
 	}
 	r, err := publishScript.Run(ctx, b.rdb, b.keys, args...).Int64Slice()
 	if err == nil && len(r) != len(batch) {

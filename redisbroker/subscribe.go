@@ -29,7 +29,7 @@ const (
 type subscription struct {
 	b       *Broker
 	rdb     redis.UniversalClient // dedicated: closing it interrupts a blocking XREAD
-	deliver func(notify.Message)
+	deliver func(notify.BrokerMessage)
 	ctx     context.Context // cancelled by cancel
 	stop    context.CancelFunc
 	once    sync.Once
@@ -62,7 +62,7 @@ type subscription struct {
 //
 // cancel stops the goroutine and waits for it; deliver is not called after
 // cancel returns. cancel must not be called from deliver.
-func (b *Broker) Subscribe(ctx context.Context, deliver func(notify.Message)) (notify.Position, func(), error) {
+func (b *Broker) Subscribe(ctx context.Context, deliver func(notify.BrokerMessage)) (notify.Position, func(), error) {
 	if b.isClosed() {
 		return notify.Position{}, nil, ErrClosed
 	}
