@@ -2,12 +2,12 @@
 #
 # The committed go.work puts them all in one workspace, so one go command
 # covers every module, each nested module built against the root in this
-# working tree. Published nested modules (redisbroker) still require a real
-# version of the root in their go.mod, because that is what users get from a
-# module proxy, where replace directives of dependencies are ignored; go.work
-# maps that version to this tree until it is tagged. At a release, the
-# version changes in the nested go.mod files, go.work and release/ together:
-# see CONTRIBUTING.md.
+# working tree. Published nested modules (redisbroker, pgbroker) still require
+# a real version of the root in their go.mod, because that is what users get
+# from a module proxy, where replace directives of dependencies are ignored;
+# go.work maps that version to this tree until it is tagged. At a release, the
+# version changes in the nested go.mod files and go.work together, and
+# release/'s install check follows them: see RELEASING.md.
 MODULES := $(shell find . -name go.mod -not -path './.git/*' -exec dirname {} \; | sort)
 PACKAGES := $(addsuffix /...,$(MODULES))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2

@@ -33,6 +33,7 @@ func frozenSite(t *testing.T, tr, extra string) (*clientSite, *proxy, *browser, 
 	b.navigate(px.url())
 	b.waitFor("the harness", "window.ready === true")
 	eval[chromedp.Void](b, fmt.Sprintf(`start("main", {transport: %s, listen: ["t.msg"], %s}, null, %s)`, jsString(tr), extra, stateTimes))
+	receive(t, s.connected, "the client's connection")
 	b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
 	one := s.broadcast(t, notify.SocketMessage{Type: "t.msg", Data: "one"})
 	b.waitFor("one", hasEntry("main", "t.msg", "one"))

@@ -93,6 +93,7 @@ func TestClientTokenRenewedOnExpiry(t *testing.T) {
 			b.waitFor("the harness", "window.ready === true")
 			eval[chromedp.Void](b, fmt.Sprintf(`start("main", {transport: %s, minDelay: 3600000, maxDelay: 3600000, listen: ["t.msg"],
 				token: async () => (await fetch("/token")).text()})`, jsString(tr)))
+			receive(t, s.connected, "the client's connection")
 			b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
 			one := s.broadcast(t, notify.SocketMessage{Type: "t.msg", Data: "one"})
 			b.waitFor("one", hasEntry("main", "t.msg", "one"))
@@ -154,6 +155,7 @@ func TestClientUnauthorized(t *testing.T) {
 
 			b.note("test: reconnect with a good token")
 			eval[chromedp.Void](b, `window.tok = "good"; clients.main.reconnect()`)
+			receive(t, s.connected, "the client's connection")
 			b.waitFor(`the client is "open"`, `clients.main.state === "open"`)
 			seq := s.broadcast(t, notify.SocketMessage{Type: "t.msg", Data: "welcome"})
 			b.waitFor("the message", hasEntry("main", "t.msg", "welcome"))

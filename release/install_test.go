@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"go/format"
 	"io/fs"
@@ -12,20 +13,26 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/mod/modfile"
 	"golang.org/x/mod/module"
+	"golang.org/x/mod/semver"
 	"golang.org/x/mod/zip"
 )
 
-// version is the version being prepared: the root is tagged version and
-// each nested module users import dir/version, at the same commit. Nested
-// modules require the root at this version (see CONTRIBUTING.md for the
-// bump at each release).
-const version = "v0.1.0"
+// The version checked is the one every other module of the repository
+// requires of the root: at a release the nested modules' require moves to
+// the version being cut (RELEASING.md), so the check follows it. -version
+// states it explicitly, and fails if the go.mod files say otherwise; -tagged
+// packs each module from its release tag in git instead of the working tree.
+var (
+	flagVersion = flag.String("version", "", "the version being cut, vX.Y.Z; it must be the version the nested modules require of the root (the default)")
+	flagTagged  = flag.Bool("tagged", false, "pack each published module from its release tag (vX.Y.Z, redisbroker/vX.Y.Z, …) in this repository's git, as a module proxy will, instead of from the working tree")
+)
 
 // rootPath is the root module's path; nested modules' paths extend it with
 // their directory.
@@ -37,14 +44,15 @@ var internal = map[string]bool{"bench": true, "e2e": true, "release": true}
 
 // A goModule is one module of the repository.
 type goModule struct {
-	path string // module path
-	dir  string // absolute directory
-	rel  string // directory relative to the root, slash-separated; "." for the root
+	path      string // module path
+	dir       string // absolute directory
+	rel       string // directory relative to the root, slash-separated; "." for the root
+	published bool   // users import it: the root and the nested modules not in internal
 }
 
-// TestInstallFromProxy installs every importable module of the working tree,
-// at version, from a module proxy, as a user would, and builds the programs
-// its README shows.
+// TestInstallFromProxy installs every importable module of the working tree
+// (or, with -tagged, of the release tags), at the version being cut, from a
+// module proxy, as a user would, and builds the programs its README shows.
 func TestInstallFromProxy(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
@@ -52,18 +60,49 @@ func TestInstallFromProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mods := importableModules(t, root)
+	all, err := modules(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, err := releaseVersion(root, all, *flagVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	source := "the working tree"
+	if *flagTagged {
+		tree := t.TempDir()
+		commit, err := taggedTree(root, version, tree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if all, err = modules(tree); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := releaseVersion(tree, all, version); err != nil {
+			t.Fatalf("at the tags: %v", err)
+		}
+		source = "the tags at " + commit
+	}
+	var mods []goModule
+	var unpublished []string
+	for _, m := range all {
+		if m.published {
+			mods = append(mods, m)
+		} else {
+			unpublished = append(unpublished, m.path)
+		}
+	}
 
 	proxy := t.TempDir()
 	for _, m := range mods {
-		if err := publish(proxy, m); err != nil {
+		if err := publish(proxy, m, version); err != nil {
 			t.Errorf("module %s (%s) cannot be packed for a module proxy as %s@%s:\n%v", m.path, m.rel, m.path, version, err)
 		}
 	}
 	if t.Failed() {
 		t.FailNow()
 	}
-	t.Logf("packed %d modules at %s in %v", len(mods), version, time.Since(start).Round(time.Millisecond))
+	t.Logf("packed %d modules at %s from %s in %v", len(mods), version, source, time.Since(start).Round(time.Millisecond))
 
 	// Dependencies come from this machine's module cache if it has them,
 	// else from the proxies the go command uses here.
@@ -77,15 +116,14 @@ func TestInstallFromProxy(t *testing.T) {
 	for _, m := range mods {
 		t.Run(m.rel, func(t *testing.T) {
 			t.Parallel()
-			install(t, m, goproxy)
+			install(t, m, version, goproxy, unpublished)
 		})
 	}
 }
 
-// importableModules finds every go.mod under root and returns the root
-// module and the nested modules not in internal.
-func importableModules(t *testing.T, root string) []goModule {
-	t.Helper()
+// modules finds every go.mod under root and checks that each declares the
+// module path its directory gives it. The root module comes first.
+func modules(root string) ([]goModule, error) {
 	var mods []goModule
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -108,9 +146,6 @@ func importableModules(t *testing.T, root string) []goModule {
 			return err
 		}
 		rel = filepath.ToSlash(rel)
-		if internal[rel] {
-			return nil
-		}
 		data, err := os.ReadFile(p)
 		if err != nil {
 			return err
@@ -120,24 +155,76 @@ func importableModules(t *testing.T, root string) []goModule {
 			want = rootPath + "/" + rel
 		}
 		if got := modfile.ModulePath(data); got != want {
-			t.Errorf("%s declares module %q; in this repository it must be %q (or be listed as internal)", p, got, want)
-			return nil
+			return fmt.Errorf("%s declares module %q; in this repository it must be %q", p, got, want)
 		}
-		mods = append(mods, goModule{path: want, dir: dir, rel: rel})
+		mods = append(mods, goModule{path: want, dir: dir, rel: rel, published: !internal[rel]})
 		return nil
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	if len(mods) == 0 || mods[0].rel != "." {
-		t.Fatalf("no go.mod for %s in %s", rootPath, root)
+	// The root first: the walk reaches bench/go.mod before ./go.mod.
+	i := slices.IndexFunc(mods, func(m goModule) bool { return m.rel == "." })
+	if i < 0 {
+		return nil, fmt.Errorf("no go.mod for %s in %s", rootPath, root)
 	}
-	return mods
+	rootMod := mods[i]
+	return slices.Insert(slices.Delete(mods, i, i+1), 0, rootMod), nil
+}
+
+// releaseVersion returns the version being cut: the one every other module
+// under root requires of the root module. They must agree, the go.work
+// replace (if any) must map that version, and want, if not empty, must be it.
+func releaseVersion(root string, mods []goModule, want string) (string, error) {
+	requires := map[string][]string{} // version → modules requiring the root at it
+	for _, m := range mods[1:] {
+		name := filepath.Join(m.dir, "go.mod")
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return "", err
+		}
+		f, err := modfile.ParseLax(name, data, nil)
+		if err != nil {
+			return "", err
+		}
+		for _, r := range f.Require {
+			if r.Mod.Path == rootPath {
+				requires[r.Mod.Version] = append(requires[r.Mod.Version], m.rel)
+			}
+		}
+	}
+	if len(requires) != 1 {
+		return "", fmt.Errorf("the nested modules must all require %s at the version being cut; they require %v", rootPath, requires)
+	}
+	var version string
+	for v := range requires {
+		version = v
+	}
+	if !semver.IsValid(version) || semver.Canonical(version) != version || semver.Build(version) != "" {
+		return "", fmt.Errorf("the nested modules require %s %s, not a release version vX.Y.Z", rootPath, version)
+	}
+	if want != "" && want != version {
+		return "", fmt.Errorf("-version %s, but the nested modules %v require %s %s: move their require to %s first (RELEASING.md)", want, requires[version], rootPath, version, want)
+	}
+	if data, err := os.ReadFile(filepath.Join(root, "go.work")); err == nil {
+		w, err := modfile.ParseWork("go.work", data, nil)
+		if err != nil {
+			return "", err
+		}
+		for _, r := range w.Replace {
+			if r.Old.Path == rootPath && r.Old.Version != "" && r.Old.Version != version {
+				return "", fmt.Errorf("go.work replaces %s %s, but the nested modules require %s: the workspace would not build them against this tree", rootPath, r.Old.Version, version)
+			}
+		}
+	} else if !os.IsNotExist(err) {
+		return "", err
+	}
+	return version, nil
 }
 
 // publish adds m at version to the file-system module proxy in dir, in the
 // layout GOPROXY=file://dir expects: <escaped path>/@v/{list,V.info,V.mod,V.zip}.
-func publish(dir string, m goModule) error {
+func publish(dir string, m goModule, version string) error {
 	esc, err := module.EscapePath(m.path)
 	if err != nil {
 		return err
@@ -176,8 +263,9 @@ func publish(dir string, m goModule) error {
 
 // install does what a user of m does, in a fresh module with a fresh module
 // cache: runs the go get line of m's README, writes each program the README
-// shows, and builds and vets them.
-func install(t *testing.T, m goModule, goproxy string) {
+// shows, and builds and vets them. None of the unpublished modules may enter
+// the user's build.
+func install(t *testing.T, m goModule, version, goproxy string, unpublished []string) {
 	readmePath := filepath.Join(m.dir, "README.md")
 	readme, err := os.ReadFile(readmePath)
 	if err != nil {
@@ -224,6 +312,11 @@ func install(t *testing.T, m goModule, goproxy string) {
 	}
 	if got := strings.TrimSpace(run("go", "list", "-m", "-f", "{{.Version}}", m.path)); got != version {
 		t.Fatalf("the README's `%s` got %s %s, want %s", gets[0], m.path, got, version)
+	}
+	for _, line := range strings.Split(run("go", "list", "-m", "all"), "\n") {
+		if p, _, _ := strings.Cut(line, " "); slices.Contains(unpublished, p) {
+			t.Errorf("a user of %s gets %s, a module that is not published: %s", m.path, p, line)
+		}
 	}
 	if len(programs) == 0 {
 		t.Fatalf("%s has no ```go block starting with `package main`: show users one complete program", readmePath)
