@@ -1,58 +1,12 @@
 package notify
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
-
-// SocketMessage is one notification. [Registry.Broadcast] sends it to every
-// matching connection as a JSON text frame:
-//
-//	{"seq":42,"type":"customer.created","topic":"customers","data":{…},"time":"2026-11-25T13:00:00Z"}
-//
-// A message with an empty Topic goes to every connection; one with a Topic
-// goes only to that topic's subscribers. User and ClientID narrow delivery
-// further and never appear on the wire.
-type SocketMessage struct {
-	// Seq is assigned by the Registry's [Broker] when the message is
-	// broadcast: it increases with every broadcast and identifies the
-	// message for resume. A value set by the caller is ignored; the field
-	// is there for the receiving side, so that a Go client can decode the
-	// envelope it reads into a SocketMessage.
-	Seq uint64 `json:"seq"`
-
-	// Type names the event, e.g. "customer.created". Required. Types that
-	// begin with "notify." are reserved for the library.
-	Type string `json:"type"`
-
-	// Topic, if set, restricts delivery to the topic's subscribers. See
-	// [ValidTopic] for the allowed names.
-	Topic string `json:"topic,omitempty"`
-
-	// Data is the payload, encoded with encoding/json once per broadcast.
-	Data any `json:"data,omitempty"`
-
-	// Time is when the change happened. Broadcast sets it to the current
-	// time when it is zero.
-	Time time.Time `json:"time"`
-
-	// User, if set, restricts delivery to the connections of that
-	// authenticated user (see [Identity]). Such messages are kept in history
-	// and replayed to the same user's resuming connections.
-	User string `json:"-"`
-
-	// ClientID, if set, restricts delivery to the one connection with that
-	// [ClientID.ID]. Such messages are not replayed on resume, since a
-	// reconnecting client gets a new ID.
-	ClientID string `json:"-"`
-}
 
 // Reserved message types, exchanged between the library and its clients.
 // One more, [TypeClose], ends a Server-Sent Events stream and is documented
@@ -159,69 +113,6 @@ func frame(m *BrokerMessage) ([]byte, error) {
 	return wireFrame(append(b, m.Body[1:]...)), nil
 }
 
-// checkText enforces the rule of [Registry.NotifyText]: text must be valid
-// UTF-8, and must not be taken by a client for a library message or a
-// numbered one. A client that runs JSON.parse on a frame (notify.js does)
-// trusts an object with a "seq" member, or with a "type" beginning with
-// "notify.", as coming from the library: a forged notify.gap makes it
-// reload, a forged seq makes it drop every real message below it.
-//
-// So text whose first non-whitespace byte is '{' must be a JSON object
-// encoding/json can decode (nothing it cannot check can pass, e.g. nesting
-// deeper than its limit, which JSON.parse may accept), with no "seq" key
-// and no "type" string beginning with "notify.". Keys are compared after
-// unescaping and exactly, as JavaScript does ("Seq" is another key); of
-// duplicate keys every occurrence counts. Any other text, arrays included,
-// is not an object to JSON.parse and passes.
-func checkText(text []byte) error {
-	if !utf8.Valid(text) {
-		return fmt.Errorf("%w: text is not valid UTF-8", ErrInvalidMessage)
-	}
-	if t := bytes.TrimLeft(text, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return nil // JSON.parse gives no object: a string, number, array or error
-	}
-	dec := json.NewDecoder(bytes.NewReader(text))
-	if err := spoofCheck(dec); err != nil {
-		return fmt.Errorf("%w: text %w", ErrInvalidMessage, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: text begins with a JSON object but does not end with it", ErrInvalidMessage)
-	}
-	return nil
-}
-
-// spoofCheck reads one JSON object from dec, key by key, so that every
-// occurrence of a duplicate key is seen.
-func spoofCheck(dec *json.Decoder) error {
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return errors.New("begins with '{' but is not a JSON object")
-	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return errors.New("is not a valid JSON object")
-		}
-		key, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return errors.New("is not a valid JSON object")
-		}
-		switch key {
-		case "seq":
-			return errors.New(`has a "seq" member, as numbered messages do`)
-		case "type":
-			var typ string
-			if json.Unmarshal(v, &typ) == nil && strings.HasPrefix(typ, reservedPrefix) {
-				return fmt.Errorf("has type %q, reserved for the library", typ)
-			}
-		}
-	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return errors.New("is not a valid JSON object")
-	}
-	return nil
-}
-
 // controlFrame encodes a reserved message from the library to one client,
 // as a WebSocket frame (see wireFrame).
 func controlFrame(typ string, data any) []byte {
@@ -233,4 +124,35 @@ func controlFrame(typ string, data any) []byte {
 		panic("notify: encoding " + typ + ": " + err.Error()) // only library-made values are encoded here
 	}
 	return wireFrame(b)
+}
+
+// wireFrame returns payload as a complete unmasked text frame, the form in
+// which every frame is queued: the header is built once per message, not
+// once per connection.
+func wireFrame(payload []byte) []byte {
+	n := len(payload)
+	var b []byte
+	switch {
+	case n < 126:
+		b = append(make([]byte, 0, 2+n), 0x81, byte(n))
+	case n < 1<<16:
+		b = append(make([]byte, 0, 4+n), 0x81, 126, byte(n>>8), byte(n))
+	default:
+		b = append(make([]byte, 0, 10+n), 0x81, 127)
+		for shift := 56; shift >= 0; shift -= 8 {
+			b = append(b, byte(uint64(n)>>shift))
+		}
+	}
+	return append(b, payload...)
+}
+
+// framePayload returns the payload of a frame built by wireFrame.
+func framePayload(f []byte) []byte {
+	switch f[1] {
+	case 126:
+		return f[4:]
+	case 127:
+		return f[10:]
+	}
+	return f[2:]
 }
