@@ -156,3 +156,11 @@ func framePayload(f []byte) []byte {
 	}
 	return f[2:]
 }
+
+// truncateReason fits a close reason into the 123 bytes a close frame allows.
+func truncateReason(s string) string {
+	if len(s) > 123 {
+		s = strings.ToValidUTF8(s[:120], "") + "..."
+	}
+	return s
+}
