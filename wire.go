@@ -44,26 +44,6 @@ const (
 
 const reservedPrefix = "notify."
 
-const maxTopicLen = 128
-
-// ValidTopic reports whether name can be used as a topic: 1 to 128 bytes of
-// ASCII letters, digits and the punctuation - _ . : / @.
-func ValidTopic(name string) bool {
-	if name == "" || len(name) > maxTopicLen {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("-_.:/@", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 // encodeBody encodes m without its seq, which the broker assigns later:
 // the result is the JSON object {"type":…,"topic":…,"data":…,"time":…}.
 func encodeBody(m *SocketMessage) ([]byte, error) {
