@@ -22,6 +22,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/wsnotify/notify"
+	"github.com/wsnotify/notify/internal/wiretest"
 	"go.uber.org/goleak"
 )
 
@@ -102,13 +103,7 @@ func dialReady(t testing.TB, s *server, query string) (*websocket.Conn, notify.P
 }
 
 // wire is a message as a client decodes it.
-type wire struct {
-	Seq   uint64          `json:"seq"`
-	Type  string          `json:"type"`
-	Topic string          `json:"topic"`
-	Data  json.RawMessage `json:"data"`
-	Time  time.Time       `json:"time"`
-}
+type wire = wiretest.Message
 
 func read(t testing.TB, c *websocket.Conn) wire {
 	t.Helper()
@@ -121,9 +116,9 @@ func read(t testing.TB, c *websocket.Conn) wire {
 	if typ != websocket.MessageText {
 		t.Fatalf("read a %v frame", typ)
 	}
-	var m wire
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatalf("read %q: %v", b, err)
+	m, err := wiretest.Decode(b)
+	if err != nil || m.Text != "" {
+		t.Fatalf("read %q, not an envelope: %v", b, err)
 	}
 	return m
 }
