@@ -1,7 +1,7 @@
 // Package wiretest decodes the frames a notify server sends, as a client
 // does, for the tests of the root module, the demo (examples/customers)
-// and the nested modules (redisbroker). It is internal: its API may change
-// with the tests that use it.
+// and the nested modules (redisbroker, pgbroker). It is internal: its API
+// may change with the tests that use it.
 package wiretest
 
 import (
