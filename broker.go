@@ -2,7 +2,6 @@ package notify
 
 import (
 	"context"
-	"errors"
 )
 
 // Broker carries messages from Broadcast to every Registry that shares it,
@@ -91,7 +90,3 @@ type Position struct {
 	Epoch string `json:"epoch"`
 	Seq   uint64 `json:"seq"`
 }
-
-// ErrHistoryGap is wrapped by [Broker.History] when part of the requested
-// range is no longer retained.
-var ErrHistoryGap = errors.New("notify: history no longer retained")

@@ -419,9 +419,3 @@ func (c *Client) endReason(ended, readErr error) error {
 	c.r.stats.readErrs.Add(1)
 	return fmt.Errorf("notify: connection %s: %w", c.id, readErr)
 }
-
-func (r *Registry) isClosed() bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.closed
-}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -163,5 +164,81 @@ func TestParseQuery(t *testing.T) {
 	o, err = notify.ParseQuery(map[string][]string{"since": {"now"}})
 	if err != nil || o.Resume != nil || !o.ResumeNow {
 		t.Errorf("ParseQuery(since=now) = %+v, %v", o, err)
+	}
+}
+
+// TestQueryTokensAreNeverLogged puts a token in the query string of
+// refused and accepted connections and checks that no log line, at Debug
+// level, carries it.
+func TestQueryTokensAreNeverLogged(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cr3t-t0k3n"
+	var logs syncBuffer
+	s := newServer(t, &notify.Options{
+		Logger:       slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		InboundRate:  1,
+		InboundBurst: 1,
+		Authorize: func(r *http.Request) (notify.Identity, error) {
+			if r.URL.Query().Get("token") != "good-"+secret {
+				return notify.Identity{}, errors.New("notify-test: bad token")
+			}
+			return notify.Identity{User: "ada"}, nil
+		},
+	})
+	for _, tt := range []struct {
+		query, origin string
+		want          int
+	}{
+		{"?token=" + secret + "&since=abc", "", http.StatusBadRequest},
+		{"?token=" + secret, "", http.StatusUnauthorized},
+		{"?token=good-" + secret, "https://evil.example", http.StatusForbidden},
+		{"?token=good-" + secret + "&topic=a%20b", "", http.StatusBadRequest},
+	} {
+		h := http.Header{}
+		if tt.origin != "" {
+			h.Set("Origin", tt.origin)
+		}
+		_, resp, err := websocket.Dial(context.Background(), s.ws+tt.query, &websocket.DialOptions{HTTPHeader: h})
+		if err == nil || resp.StatusCode != tt.want {
+			t.Errorf("%s: %v, want %d", tt.query, err, tt.want)
+		}
+	}
+	// A refused event stream is logged as one, token-free as well.
+	if _, resp := openStream(t, nil, s.srv.URL+"?token="+secret, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("stream with a bad token: %d, want 401", resp.StatusCode)
+	}
+	// An accepted connection that is then closed for abuse is logged too.
+	c := dial(t, s.ws+"?token=good-"+secret)
+	for range 3 {
+		c.Write(context.Background(), websocket.MessageText, []byte("flood"))
+	}
+	if _, code := readUntilClose(t, c); code != websocket.StatusPolicyViolation {
+		t.Errorf("flooding client closed with %d, want 1008", code)
+	}
+	s.waitGone(t, 1)
+	out := logs.String()
+	if n := strings.Count(out, "upgrade refused"); n != 4 {
+		t.Errorf("%d refused upgrades logged, want 4:\n%s", n, out)
+	}
+	if n := strings.Count(out, "event stream refused"); n != 1 {
+		t.Errorf("%d refused streams logged, want 1:\n%s", n, out)
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("a log line carries the query token:\n%s", out)
+	}
+}
+
+// TestCompressionIsOffByDefault: a client asking for permessage-deflate
+// is answered without it.
+func TestCompressionIsOffByDefault(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, nil)
+	c, resp, err := websocket.Dial(context.Background(), s.ws, &websocket.DialOptions{CompressionMode: websocket.CompressionContextTakeover})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+		t.Errorf("server negotiated %q, want no extension", ext)
 	}
 }

@@ -143,3 +143,141 @@ func TestShutdownSpreadsReconnects(t *testing.T) {
 	}
 	t.Logf("%d distinct waits among %d connections", len(waits), n)
 }
+
+// TestHeartbeatClosesUnresponsivePeer: a client that never reads swallows
+// pings and is closed with CloseHeartbeatTimeout. (That a client that reads
+// is kept is TestHeartbeatClosesSilentPeerInTwoIntervals's part.)
+func TestHeartbeatClosesUnresponsivePeer(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, &notify.Options{PingInterval: 300 * time.Millisecond})
+	c := dialRawReady(t, s, "") // never reads again: swallows pings
+
+	errs := s.waitGone(t, 1)
+	if closeCode(errs[0]) != notify.CloseHeartbeatTimeout {
+		t.Errorf("unresponsive peer ended with %v, want code %d", errs[0], notify.CloseHeartbeatTimeout)
+	}
+	if code, _ := c.readClose(); code != 4001 { // the number on the wire, which clients hard-code
+		t.Errorf("the peer read close code %d, want 4001", code)
+	}
+	if st := s.reg.Stats(); st.HeartbeatTimeouts != 1 || st.Connections != 0 {
+		t.Errorf("Stats = %+v, want one timeout", st)
+	}
+}
+
+// TestAuthorisationExpiry: a connection whose Identity.Expires passes is
+// closed with 1008, never before; others stay. It logs how late the close
+// came: within one heartbeat tick (a quarter of the smaller of PingInterval
+// and WriteTimeout) on an idle machine.
+func TestAuthorisationExpiry(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		opts notify.Options
+		tick time.Duration
+	}{
+		{"PingInterval 400ms", notify.Options{PingInterval: 400 * time.Millisecond}, 100 * time.Millisecond},
+		{"defaults", notify.Options{}, 2500 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			const lifetime = 300 * time.Millisecond
+			expires := make(chan time.Time, 1)
+			tt.opts.Authorize = func(r *http.Request) (notify.Identity, error) {
+				if !r.URL.Query().Has("expiring") {
+					return notify.Identity{User: "forever"}, nil
+				}
+				at := time.Now().Add(lifetime)
+				expires <- at
+				return notify.Identity{User: "ada", Expires: at}, nil
+			}
+			s := newServer(t, &tt.opts)
+			bystander, _ := dialReady(t, s, "")
+			c, _ := dialReady(t, s, "&expiring")
+			at := <-expires
+			_, code := readUntilClose(t, c)
+			late := time.Since(at)
+			t.Logf("closed with %d, %v after Expires (tick %v)", code, late.Round(time.Millisecond), tt.tick)
+			if code != websocket.StatusPolicyViolation {
+				t.Errorf("close code %d, want 1008", code)
+			}
+			if late < 0 {
+				t.Errorf("closed %v before Expires", -late)
+			}
+			s.waitGone(t, 1)
+			checkBystander(t, s, bystander)
+		})
+	}
+}
+
+// TestHeartbeatClosesSilentPeerInTwoIntervals: a hand-written client that
+// never reads, so never answers a ping, is found within about two
+// PingIntervals (the first ping goes out one interval after connecting,
+// within a heartbeat tick; its pong is awaited one interval) and removed
+// at most closeGrace (1 s) later, since it does not answer the close
+// either. A client that reads all along is kept.
+//
+// Not parallel: with 1,000 clients dialling in TestShutdownManyClients under
+// -race on two cores, scheduling delays reached a second and the reading
+// client's pong missed its interval. Alone, the figures are tight.
+func TestHeartbeatClosesSilentPeerInTwoIntervals(t *testing.T) {
+	const interval = time.Second
+	type ended struct {
+		err error
+		at  time.Time
+	}
+	silentGone := make(chan ended, 1)
+	s := newServer(t, &notify.Options{
+		PingInterval: interval,
+		Authorize: func(r *http.Request) (notify.Identity, error) {
+			return notify.Identity{User: r.URL.Query().Get("who")}, nil
+		},
+		OnDisconnect: func(c *notify.Client, err error) {
+			if c.Identity().User == "silent" {
+				silentGone <- ended{err, time.Now()}
+			}
+		},
+	})
+	bystander := dial(t, s.ws+"?since=now")
+	messages := make(chan wire, 16)
+	go func() { // reads, and so answers pings, all along
+		defer close(messages)
+		for {
+			_, b, err := bystander.Read(context.Background())
+			if err != nil {
+				return
+			}
+			var m wire
+			json.Unmarshal(b, &m)
+			messages <- m
+		}
+	}()
+	<-messages                        // hello
+	dialRawReady(t, s, "&who=silent") // then silence
+	start := time.Now()
+	if !waitFor(10*time.Second, func() bool { return s.reg.Stats().HeartbeatTimeouts > 0 }) {
+		t.Fatal("no heartbeat timeout within 10s")
+	}
+	found := time.Since(start)
+	var end ended
+	select {
+	case end = <-silentGone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the silent peer was not removed within 10s")
+	}
+	removed := end.at.Sub(start)
+	t.Logf("silent peer found after %v (%.2f PingIntervals of %v), removed after %v",
+		found.Round(time.Millisecond), float64(found)/float64(interval), interval, removed.Round(time.Millisecond))
+	if closeCode(end.err) != notify.CloseHeartbeatTimeout || !errors.Is(end.err, notify.ErrHeartbeatTimeout) {
+		t.Errorf("err = %v, want code %d and ErrHeartbeatTimeout", end.err, notify.CloseHeartbeatTimeout)
+	}
+	if found < interval {
+		t.Errorf("found after %v, before the peer had a whole interval (%v) to answer", found, interval)
+	}
+	broadcast(t, s.reg, notify.SocketMessage{Type: "still.here"})
+	if m := <-messages; m.Type != "still.here" {
+		t.Errorf("bystander got %+v", m)
+	}
+	if st := s.reg.Stats(); st.HeartbeatTimeouts != 1 || st.Connections != 1 {
+		t.Errorf("Stats = %+v, want one timeout and the bystander kept", st)
+	}
+}

@@ -189,34 +189,3 @@ func consume(v *net.Buffers, n int) {
 		*v = (*v)[1:]
 	}
 }
-
-// wireFrame returns payload as a complete unmasked text frame, the form in
-// which every frame is queued: the header is built once per message, not
-// once per connection.
-func wireFrame(payload []byte) []byte {
-	n := len(payload)
-	var b []byte
-	switch {
-	case n < 126:
-		b = append(make([]byte, 0, 2+n), 0x81, byte(n))
-	case n < 1<<16:
-		b = append(make([]byte, 0, 4+n), 0x81, 126, byte(n>>8), byte(n))
-	default:
-		b = append(make([]byte, 0, 10+n), 0x81, 127)
-		for shift := 56; shift >= 0; shift -= 8 {
-			b = append(b, byte(uint64(n)>>shift))
-		}
-	}
-	return append(b, payload...)
-}
-
-// framePayload returns the payload of a frame built by wireFrame.
-func framePayload(f []byte) []byte {
-	switch f[1] {
-	case 126:
-		return f[4:]
-	case 127:
-		return f[10:]
-	}
-	return f[2:]
-}

@@ -22,20 +22,18 @@ package notify_test
 // Spoofing (raw text shaped like a library message) and decoder panics
 // (bad broker data) have their own tests beside NotifyText and the broker.
 //
-// Most cases here run over an in-memory pipe instead of TCP: a pipe has no
-// buffer, so a write blocks until the client reads it, and a test can hold
-// a connection's writer in the middle of a frame for as long as it likes
-// without any timing.
+// Most cases here run over an in-memory pipe (pipeServer, in
+// helpers_test.go) instead of TCP: a pipe has no buffer, so a write blocks
+// until the client reads it, and a test can hold a connection's writer in
+// the middle of a frame for as long as it likes without any timing.
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -46,116 +44,6 @@ import (
 	"github.com/coder/websocket"
 	"github.com/wsnotify/notify"
 )
-
-// pipeServer is a Registry behind an http.Server that accepts in-memory
-// pipes.
-type pipeServer struct {
-	reg   *notify.Registry
-	conns chan net.Conn
-	gone  chan error
-}
-
-func newPipeServer(t *testing.T, opts *notify.Options) *pipeServer {
-	t.Helper()
-	if opts == nil {
-		opts = &notify.Options{}
-	}
-	s := &pipeServer{conns: make(chan net.Conn), gone: make(chan error, 10000)}
-	reportDisconnects(opts, s.gone)
-	s.reg = notify.New(opts)
-	l := &pipeListener{conns: s.conns, done: make(chan struct{})}
-	srv := &http.Server{Handler: s.reg.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		if err := s.reg.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		srv.Close()
-		<-served
-	})
-	return s
-}
-
-// dial opens a pipe to the server and upgrades it with query.
-func (s *pipeServer) dial(t *testing.T, query string) *rawConn {
-	t.Helper()
-	client, server := net.Pipe()
-	t.Cleanup(func() { client.Close() })
-	s.conns <- server
-	return upgradeRaw(t, client, "pipe", query)
-}
-
-// dialReady is dial with since=now: it returns once the hello was read, so
-// the connection is registered and its writer idle.
-func (s *pipeServer) dialReady(t *testing.T) *rawConn {
-	t.Helper()
-	c := s.dial(t, "?since=now")
-	if op, p, err := c.readFrame(); err != nil || op != opText || !bytes.Contains(p, []byte(notify.TypeHello)) {
-		t.Fatalf("first frame: op %d %q %v, want the hello", op, p, err)
-	}
-	return c
-}
-
-// holdWriters broadcasts a message of size bytes (more than a client's
-// read buffer) and has each client read its first bytes: from then on each
-// connection's writer is blocked in the middle of that frame, with nothing
-// else taken from its queue, until the client reads on.
-func (s *pipeServer) holdWriters(t *testing.T, size int, conns ...*rawConn) {
-	t.Helper()
-	broadcast(t, s.reg, notify.SocketMessage{Type: "first", Data: strings.Repeat("x", size)})
-	for _, c := range conns {
-		if _, err := c.br.Peek(1); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-type pipeListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func (l *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *pipeListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
-
-type pipeAddr struct{}
-
-func (pipeAddr) Network() string { return "pipe" }
-func (pipeAddr) String() string  { return "pipe" }
-
-// frames reads text frames until the close frame, and returns their types
-// and the close code (-1 if the connection ended without one).
-func (c *rawConn) frames(t *testing.T) ([]string, websocket.StatusCode) {
-	t.Helper()
-	code, texts := c.readClose()
-	types := make([]string, len(texts))
-	for i, text := range texts {
-		var m wire
-		if err := json.Unmarshal([]byte(text), &m); err != nil {
-			t.Fatalf("frame %q: %v", text, err)
-		}
-		types[i] = m.Type
-	}
-	return types, code
-}
 
 // TestQueueLengthBoundary holds a connection's writer in the middle of a
 // frame, so that nothing leaves its queue: QueueLength messages wait, one

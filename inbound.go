@@ -154,34 +154,6 @@ func (c *Client) onMessage(ctx context.Context, data []byte) {
 	}
 }
 
-// subscribe adds a topic at run time. Messages broadcast from then on are
-// delivered; earlier ones are not replayed.
-func (c *Client) subscribe(ctx context.Context, topic string) error {
-	if err := c.r.checkTopic(ctx, c.ident, topic); err != nil {
-		return err
-	}
-	c.r.mu.Lock()
-	defer c.r.mu.Unlock()
-	if _, ok := c.topics[topic]; ok {
-		return nil
-	}
-	if len(c.topics) >= c.r.opts.MaxTopics {
-		return fmt.Errorf("%w: at most %d allowed", errTooManyTopics, c.r.opts.MaxTopics)
-	}
-	c.topics[topic] = struct{}{}
-	addToSet(c.r.byTopic, topic, c)
-	return nil
-}
-
-func (c *Client) unsubscribe(topic string) {
-	c.r.mu.Lock()
-	defer c.r.mu.Unlock()
-	if _, ok := c.topics[topic]; ok {
-		delete(c.topics, topic)
-		removeFromSet(c.r.byTopic, topic, c)
-	}
-}
-
 // bucket is a token bucket: rate tokens per second, at most burst saved.
 // Only the read loop uses it, so it needs no lock.
 type bucket struct {

@@ -236,3 +236,55 @@ func (r *Registry) contain(hook string, f func(), attrs ...any) (err error) {
 	f()
 	return nil
 }
+
+// ConnOptions describes one connection to [Registry.Add]. The handler
+// builds it from the upgrade request ([ParseQuery] and [Options.Authorize]);
+// callers that accept connections themselves build their own.
+type ConnOptions struct {
+	// Identity is attached to the connection; see [Identity].
+	Identity Identity
+
+	// Topics the connection subscribes to from the start; each must satisfy
+	// [ValidTopic], and there may be at most [Options.MaxTopics].
+	Topics []string
+
+	// Resume, if not nil, makes the connection resumable from that
+	// [Position]: it first receives a notify.hello with the stream's
+	// position, then every retained message with a seq above Resume.Seq
+	// that matches it, then live messages, with no gap and no duplicate.
+	// An empty Resume.Epoch stands for the stream's current epoch. If
+	// Resume.Epoch is not the stream's, or Resume.Seq is not retained any
+	// more, or is ahead of the stream, a notify.gap follows the hello
+	// instead of the replay. A seq that this node has not fanned out yet
+	// but the broker's stream holds (it trails a shared stream) is waited
+	// for, at most 5 seconds, rather than called ahead. A page resumes
+	// from the Position its REST response carried ([Position.SetHeader]).
+	Resume *Position
+
+	// ResumeNow makes the connection resumable from wherever the stream
+	// stands when it registers (since=now in the query): the notify.hello
+	// tells the client that position, and live messages follow, with no
+	// replay. Setting both Resume and ResumeNow is an error: [Registry.Add]
+	// refuses the connection. With neither, the connection is not
+	// resumable: no notify.hello, no notify.gap, live messages only, as a
+	// plain WebSocket client expects.
+	ResumeNow bool
+
+	// RemoteAddr is reported by [Client.RemoteAddr] and keys
+	// [Options.MaxConnectionsPerUser] for anonymous connections.
+	RemoteAddr string
+
+	// KeepAlive, if not zero, asks for a [TypeKeepAlive] message at this
+	// interval, whatever else is sent. The Registry raises it to at least
+	// a second and at least its heartbeat's tick (see
+	// [Options.PingInterval]), and tells a resuming client the interval
+	// it will keep in notify.hello ("keepalive", in milliseconds). A keep-
+	// alive is sent at most one tick late, so a client that has received
+	// nothing for twice the interval may take the connection for dead.
+	KeepAlive time.Duration
+}
+
+var errResumeBoth = errors.New("notify: ConnOptions sets both Resume and ResumeNow")
+
+// resumable reports whether the connection gets a hello and hears of gaps.
+func (o *ConnOptions) resumable() bool { return o.Resume != nil || o.ResumeNow }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // Registry is the set of live connections of one process, WebSocket and
@@ -283,4 +285,190 @@ func removeFromSet(m map[string]map[*Client]struct{}, key string, c *Client) {
 	if len(set) == 0 {
 		delete(m, key)
 	}
+}
+
+// Add registers a connection that the caller accepted with
+// websocket.Accept and serves it until it ends: it reads (answering pings,
+// handing application frames to [Options.OnMessage]), pings on the
+// heartbeat, and writes what is sent to it. Then it unregisters the
+// connection and returns. If opts is nil, the connection is anonymous, with
+// no topics and no resume.
+//
+// Add returns nil when either side closed the connection normally (1000 or
+// 1001, including Close and Shutdown), ctx's error if ctx ended it, and
+// otherwise an error saying why: [ErrSlowConsumer], [ErrHeartbeatTimeout],
+// a policy violation, or the read error. Errors for connections the library
+// closed wrap a websocket.CloseError with the code it sent. Add closes the
+// connection in every case.
+func (r *Registry) Add(ctx context.Context, conn *websocket.Conn, opts *ConnOptions) error {
+	var o ConnOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Resume != nil && o.ResumeNow {
+		conn.Close(websocket.StatusInternalError, "notify: server error")
+		return errResumeBoth
+	}
+	if err := r.checkTopics(ctx, o.Identity, o.Topics); err != nil {
+		conn.Close(websocket.StatusPolicyViolation, truncateReason(err.Error()))
+		return err
+	}
+	return r.serveConn(ctx, conn, o, nil)
+}
+
+// serveConn is Add once the topics are checked.
+func (r *Registry) serveConn(ctx context.Context, conn *websocket.Conn, o ConnOptions, fc *frameConn) error {
+	conn.SetReadLimit(r.opts.ReadLimit)
+	var cancel context.CancelFunc
+	if fc != nil {
+		// A connection from the Handler is read with a context that never
+		// ends, which spares coder/websocket a context timer on every read
+		// and the connection a cancellable context: it is dropped by
+		// closing its socket instead.
+		ctx, cancel = context.Background(), func() { fc.Conn.Close() }
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(r.base, cancel)
+		defer stop()
+	}
+
+	c, err := r.register(conn, o, cancel, fc, nil)
+	if err != nil {
+		code := websocket.StatusTryAgainLater
+		if errors.Is(err, ErrClosed) {
+			code = websocket.StatusGoingAway
+		}
+		conn.Close(code, truncateReason(err.Error()))
+		return err
+	}
+	return c.serve(ctx)
+}
+
+// errTooManyConns and errTooManyUser are returned when a connection limit
+// is reached: Options.MaxConnections (503) and Options.MaxConnectionsPerUser
+// (429).
+var (
+	errTooManyConns = errors.New("notify: too many connections")
+	errTooManyUser  = errors.New("notify: too many connections for this user or address")
+)
+
+// register adds a client to the registry and, for a resuming client, queues
+// its hello and replay ahead of any live message. A client is either a
+// WebSocket (conn, and fc when it came through the Handler) or a
+// Server-Sent Events stream (s).
+func (r *Registry) register(conn *websocket.Conn, o ConnOptions, cancel context.CancelFunc, fc *frameConn, s *sseStream) (*Client, error) {
+	c := &Client{
+		r:         r,
+		conn:      conn,
+		id:        r.newID(),
+		ident:     o.Identity,
+		remote:    o.RemoteAddr,
+		topics:    make(map[string]struct{}, len(o.Topics)),
+		cancel:    cancel,
+		fc:        fc,
+		sse:       s,
+		held:      o.resumable(),
+		resumable: o.resumable(),
+	}
+	c.limit = bucket{rate: r.opts.InboundRate, burst: float64(r.opts.InboundBurst), tokens: float64(r.opts.InboundBurst)}
+	c.refused = bucket{rate: refusedRate, burst: refusedBurst, tokens: refusedBurst}
+	c.nextPing.Store(time.Now().Add(r.opts.PingInterval).UnixNano())
+	if o.KeepAlive > 0 {
+		c.keepAlive = int64(r.keepAliveInterval(o.KeepAlive))
+		c.nextKeep.Store(time.Now().UnixNano() + c.keepAlive)
+	}
+	if fc != nil {
+		fc.onPing = c.onPing // before the first read, on the goroutine that reads
+	}
+
+	if p := o.Resume; p != nil && (p.Seq > r.last.Load() || p.Epoch != "" && p.Epoch != *r.epoch.Load()) {
+		r.catchUpTo(o) // see there; register below must see the position the client names
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if err := r.overLimit(o.Identity.User, o.RemoteAddr, 0); err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
+	c.listed = true
+	r.clients[c] = struct{}{}
+	if s != nil {
+		r.streams++
+	}
+	r.byID[c.id] = c
+	for _, t := range o.Topics {
+		c.topics[t] = struct{}{}
+		addToSet(r.byTopic, t, c)
+	}
+	if u := o.Identity.User; u != "" {
+		addToSet(r.byUser, u, c)
+	} else if o.RemoteAddr != "" {
+		r.byAddr[o.RemoteAddr]++
+	}
+	last := r.last.Load() // every message after this one is queued live
+	r.active.Add(1)
+	r.mu.Unlock()
+
+	if o.resumable() {
+		c.startResume(o, last)
+	}
+	return c, nil
+}
+
+// overLimit reports whether one more connection (beyond extra pending ones)
+// would exceed a connection limit (r.mu held).
+func (r *Registry) overLimit(user, addr string, extra int) error {
+	if max := r.opts.MaxConnections; max > 0 && len(r.clients)+extra >= max {
+		return errTooManyConns
+	}
+	max := r.opts.MaxConnectionsPerUser
+	if max <= 0 {
+		return nil
+	}
+	n := r.byAddr[addr]
+	if user != "" {
+		n = len(r.byUser[user])
+	} else if addr == "" {
+		return nil
+	}
+	if n+extra >= max {
+		return errTooManyUser
+	}
+	return nil
+}
+
+// unregister takes c out of the Registry's maps, so that nothing more is
+// queued for it. It may be called more than once.
+func (r *Registry) unregister(c *Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !c.listed {
+		return
+	}
+	c.listed = false
+	delete(r.clients, c)
+	if c.sse != nil {
+		r.streams--
+	}
+	delete(r.byID, c.id)
+	for t := range c.topics {
+		removeFromSet(r.byTopic, t, c)
+	}
+	if u := c.ident.User; u != "" {
+		removeFromSet(r.byUser, u, c)
+	} else if c.remote != "" {
+		if r.byAddr[c.remote]--; r.byAddr[c.remote] <= 0 {
+			delete(r.byAddr, c.remote)
+		}
+	}
+}
+
+func (r *Registry) isClosed() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.closed
 }

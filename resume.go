@@ -3,7 +3,6 @@ package notify
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -232,43 +231,6 @@ func (cur *replayCursor) matches(c *Client, m *BrokerMessage) bool {
 		return ok
 	}
 	return true
-}
-
-// errTopic is wrapped by topic refusals: invalid names, too many topics.
-var (
-	errTopic         = errors.New("notify: topic refused")
-	errTooManyTopics = fmt.Errorf("%w: too many topics", errTopic)
-)
-
-// checkTopics validates and authorises the topics of a new connection.
-func (r *Registry) checkTopics(ctx context.Context, id Identity, topics []string) error {
-	if len(topics) > r.opts.MaxTopics {
-		return fmt.Errorf("%w: %d, at most %d allowed", errTooManyTopics, len(topics), r.opts.MaxTopics)
-	}
-	for _, t := range topics {
-		if err := r.checkTopic(ctx, id, t); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (r *Registry) checkTopic(ctx context.Context, id Identity, topic string) error {
-	if !ValidTopic(topic) {
-		return fmt.Errorf("%w: invalid topic name %q", errTopic, topic)
-	}
-	hook := r.opts.AuthorizeTopic
-	if hook == nil {
-		return nil
-	}
-	var err error
-	if perr := r.contain("AuthorizeTopic", func() { err = hook(ctx, id, topic) }, "user", id.User, "topic", topic); perr != nil {
-		return perr
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %q: %w", ErrForbidden, topic, err)
-	}
-	return nil
 }
 
 // recentFrames keeps the frames of the last messages delivered to the

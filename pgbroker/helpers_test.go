@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/wsnotify/notify"
+	"github.com/wsnotify/notify/internal/wiretest"
 	"github.com/wsnotify/notify/pgbroker"
 	"github.com/wsnotify/notify/pgbroker/internal/pgtest"
 )
@@ -160,13 +161,7 @@ func (h *logRecorder) has(prefix string) bool {
 
 // wire is a frame as a client decodes it; Text holds a frame that is not
 // JSON (NotifyText).
-type wire struct {
-	Seq   uint64          `json:"seq"`
-	Type  string          `json:"type"`
-	Topic string          `json:"topic"`
-	Data  json.RawMessage `json:"data"`
-	Text  string          `json:"-"`
-}
+type wire struct{ wiretest.Message }
 
 // label is the Data string of a test message, the text of a raw frame, or
 // the type of a reserved message.
@@ -238,14 +233,11 @@ func (c *client) next() wire {
 	if err != nil {
 		c.t.Fatalf("%s: read: %v", c.name, err)
 	}
-	var w wire
-	if len(b) == 0 || b[0] != '{' {
-		return wire{Text: string(b)}
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
+	m, err := wiretest.Decode(b)
+	if err != nil {
 		c.t.Fatalf("%s: frame %q: %v", c.name, b, err)
 	}
-	return w
+	return wire{m}
 }
 
 // read reads n frames.

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/wsnotify/notify"
 	"github.com/wsnotify/notify/examples/customers/app"
+	"github.com/wsnotify/notify/internal/wiretest"
 	"go.uber.org/goleak"
 )
 
@@ -142,11 +143,10 @@ func read(t *testing.T, c *websocket.Conn, n int) []event {
 		if err != nil {
 			t.Fatalf("read message %d of %d: %v", len(out)+1, n, err)
 		}
-		m := decode[struct {
-			Seq  uint64          `json:"seq"`
-			Type string          `json:"type"`
-			Data json.RawMessage `json:"data"`
-		}](t, string(b))
+		m, err := wiretest.Decode(b)
+		if err != nil || m.Text != "" {
+			t.Fatalf("message %d of %d, %q, is not an envelope: %v", len(out)+1, n, b, err)
+		}
 		e := event{Seq: m.Seq, Type: m.Type}
 		if m.Type == notify.TypeHello {
 			e.Data = decode[notify.Position](t, string(m.Data))
