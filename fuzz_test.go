@@ -460,9 +460,16 @@ func FuzzNotifyText(f *testing.F) {
 		if !utf8.ValidString(text) {
 			t.Fatalf("NotifyText(%q) accepted invalid UTF-8", text)
 		}
+		// UseNumber: a number too large for a float64 (9e991) is still
+		// JSON, and JSON.parse makes it Infinity, no spoof.
 		var obj map[string]any
-		if derr := json.Unmarshal([]byte(text), &obj); derr != nil {
+		dec := json.NewDecoder(strings.NewReader(text))
+		dec.UseNumber()
+		if derr := dec.Decode(&obj); derr != nil {
 			t.Fatalf("NotifyText(%q) accepted text that begins with '{' but is no JSON object: %v", text, derr)
+		}
+		if _, derr := dec.Token(); derr != io.EOF {
+			t.Fatalf("NotifyText(%q) accepted text that goes on after its JSON object", text)
 		}
 		if _, ok := obj["seq"]; ok {
 			t.Fatalf("NotifyText(%q) accepted an object with a seq", text)
