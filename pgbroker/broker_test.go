@@ -2,11 +2,11 @@ package pgbroker_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/wsnotify/notify"
+	"github.com/wsnotify/notify/internal/brokertest"
 	"github.com/wsnotify/notify/pgbroker"
 	"github.com/wsnotify/notify/pgbroker/internal/pgtest"
 )
@@ -78,55 +78,9 @@ func TestPublishAndHistory(t *testing.T) {
 func TestSubscribeDeliversInOrderUntilCancel(t *testing.T) {
 	t.Parallel()
 	s := pgtest.Start(t)
-	pub := newBroker(t, s, pgbroker.Options{})
-	publish(t, pub, notify.BrokerMessage{Body: []byte("before")})
-
-	b := newBroker(t, s, pgbroker.Options{})
-	got := make(chan notify.BrokerMessage, 100)
-	pos, cancel, err := b.Subscribe(ctx, func(m notify.BrokerMessage) { got <- m })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pos.Seq != 1 || pos.Epoch == "" {
-		t.Errorf("position %+v, want seq 1 of an epoch", pos)
-	}
-	publish(t, pub, notify.BrokerMessage{Body: []byte("a")})
-	publish(t, pub, notify.BrokerMessage{Raw: true, Body: []byte("raw")})
-	publish(t, pub, notify.BrokerMessage{Topic: "t", Body: []byte("b")})
-	var ms []notify.BrokerMessage
-	for range 3 {
-		ms = append(ms, <-got)
-	}
-	want := []notify.BrokerMessage{
-		{Seq: 2, Epoch: pos.Epoch, Body: []byte("a")},
-		{Epoch: pos.Epoch, Raw: true, Body: []byte("raw")},
-		{Seq: 3, Epoch: pos.Epoch, Topic: "t", Body: []byte("b")},
-	}
-	if diff := cmp.Diff(want, ms); diff != "" {
-		t.Errorf("delivered (-want +got):\n%s", diff)
-	}
-
-	cancel()
-	cancel() // idempotent
-	publish(t, pub, notify.BrokerMessage{Body: []byte("after cancel")})
-	select { // cancel waited for the goroutine, so nothing can arrive
-	case m := <-got:
-		t.Errorf("delivered %q after cancel", m.Body)
-	default:
-	}
-
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	if _, err := b.Publish(ctx, notify.BrokerMessage{Body: []byte("x")}); !errors.Is(err, pgbroker.ErrClosed) {
-		t.Errorf("Publish after Close: %v, want ErrClosed", err)
-	}
-	if _, _, err := b.Subscribe(ctx, func(notify.BrokerMessage) {}); !errors.Is(err, pgbroker.ErrClosed) {
-		t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
-	}
+	brokertest.SubscribeDeliversInOrderUntilCancel(t, func() brokertest.Broker {
+		return newBroker(t, s, pgbroker.Options{})
+	}, pgbroker.ErrClosed)
 	if _, err := pgbroker.New(ctx, &pgbroker.Options{ConnString: s.ConnString(), Table: "Bad-Name"}); err == nil {
 		t.Error("New accepted an invalid Table")
 	}
