@@ -142,45 +142,17 @@ func benchNodes(b *testing.B, publishers, rate int) {
 	stats.reset()
 	procCPU, redisCPU := cpuTime(os.Getpid()), cpuTime(redisPid)
 
-	pub := make([][]time.Duration, publishers)
 	var next sync.Mutex
 	k := 0 // the next message's topic number
 	b.ResetTimer()
 	start := time.Now()
-	var wg sync.WaitGroup
-	for p := range publishers {
-		n := b.N / publishers
-		if p < b.N%publishers {
-			n++
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lat := make([]time.Duration, 0, n)
-			var tick *time.Ticker
-			if rate > 0 {
-				tick = time.NewTicker(time.Second / time.Duration(rate))
-				defer tick.Stop()
-			}
-			for range n {
-				if tick != nil {
-					<-tick.C
-				}
-				next.Lock()
-				topic := "t" + strconv.Itoa(k%benchClients)
-				k++
-				next.Unlock()
-				t := time.Now()
-				if err := regs[0].Broadcast(ctx, notify.SocketMessage{Type: "bench", Topic: topic, Data: t.UnixNano()}); err != nil {
-					errs <- err
-					return
-				}
-				lat = append(lat, time.Since(t))
-			}
-			pub[p] = lat
-		}()
-	}
-	wg.Wait()
+	pub := publishAll(b.N, publishers, rate, errs, func(t time.Time) error {
+		next.Lock()
+		topic := "t" + strconv.Itoa(k%benchClients)
+		k++
+		next.Unlock()
+		return regs[0].Broadcast(ctx, notify.SocketMessage{Type: "bench", Topic: topic, Data: t.UnixNano()})
+	})
 	published := time.Since(start)
 	delivered.Wait()
 	all := time.Since(start)
@@ -454,41 +426,14 @@ func benchPublish(b *testing.B, publishers, rate int) {
 	body := bytes.Repeat([]byte("x"), 100)
 	stats := newCommandStats(b, s)
 
-	pub := make([][]time.Duration, publishers)
 	b.ResetTimer()
 	stats.reset()
 	procCPU, redisCPU := cpuTime(os.Getpid()), cpuTime(s.pid())
 	start := time.Now()
-	var wg sync.WaitGroup
-	for p := range publishers {
-		n := b.N / publishers
-		if p < b.N%publishers {
-			n++
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lat := make([]time.Duration, 0, n)
-			var tick *time.Ticker
-			if rate > 0 {
-				tick = time.NewTicker(time.Second / time.Duration(rate))
-				defer tick.Stop()
-			}
-			for range n {
-				if tick != nil {
-					<-tick.C
-				}
-				t := time.Now()
-				if _, err := a.Publish(ctx, notify.BrokerMessage{Body: body}); err != nil {
-					errs <- err
-					return
-				}
-				lat = append(lat, time.Since(t))
-			}
-			pub[p] = lat
-		}()
-	}
-	wg.Wait()
+	pub := publishAll(b.N, publishers, rate, errs, func(time.Time) error {
+		_, err := a.Publish(ctx, notify.BrokerMessage{Body: body})
+		return err
+	})
 	readers.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
@@ -571,4 +516,43 @@ func (c commandStats) calls() (evals, xreads int, evalTime time.Duration) {
 		}
 	}
 	return evals, xreads, evalTime
+}
+
+// publishAll makes n publish calls from publishers goroutines, each at rate
+// calls a second (flat out when rate is 0), and returns each goroutine's
+// call latencies. publish gets the time its call began; a goroutine whose
+// call fails sends the error on errs and stops.
+func publishAll(n, publishers, rate int, errs chan<- error, publish func(time.Time) error) [][]time.Duration {
+	pub := make([][]time.Duration, publishers)
+	var wg sync.WaitGroup
+	for p := range publishers {
+		calls := n / publishers
+		if p < n%publishers {
+			calls++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, calls)
+			var tick *time.Ticker
+			if rate > 0 {
+				tick = time.NewTicker(time.Second / time.Duration(rate))
+				defer tick.Stop()
+			}
+			for range calls {
+				if tick != nil {
+					<-tick.C
+				}
+				t := time.Now()
+				if err := publish(t); err != nil {
+					errs <- err
+					return
+				}
+				lat = append(lat, time.Since(t))
+			}
+			pub[p] = lat
+		}()
+	}
+	wg.Wait()
+	return pub
 }
